@@ -1,0 +1,254 @@
+"""The analyzer: decoded audio in, typed analysis results out.
+
+``SpeechEmotionAnalyzer`` is what the HTTP layer and library users call. It owns one copy of
+each model of a preset, shared by all threads; models load on :meth:`load` (the constructor
+calls it unless ``load=False``), never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from .assessment import Assessment, SessionSummary, assess, summarise_session
+from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
+from .config import ModelsConfig, load_models_config
+from .ensemble import EnsembleResult, ModelResult, combine
+from .errors import ModelUnavailable, ServiceError
+from .models.base import SAMPLING_RATE, EmotionModel
+from .models.registry import LoadFailure, LoadReport, load_preset
+
+logger = logging.getLogger(__name__)
+
+AudioInput = Union[str, "os.PathLike[str]", bytes, np.ndarray]
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything known about one clip: the spec's ``data`` object, typed."""
+
+    audio: DecodedAudio
+    models: list[ModelResult]
+    ensemble: EnsembleResult
+    assessment: Assessment
+    processing_time: float
+
+
+@dataclass(frozen=True)
+class SegmentOutcome:
+    """One segment of a session: its result, or the error that stopped it."""
+
+    index: int
+    result: AnalysisResult | None = None
+    error: ServiceError | None = None
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """The segments of one session and their summary (None when no segment could be analysed)."""
+
+    segments: list[SegmentOutcome]
+    summary: SessionSummary | None
+
+
+class SpeechEmotionAnalyzer:
+    """Analyse the emotion of speech with an ensemble of models.
+
+    Example:
+        >>> analyzer = SpeechEmotionAnalyzer()          # the offline bundled model
+        >>> result = analyzer.analyze("answer.wav")
+        >>> result.ensemble.label, result.assessment.score
+
+    Args:
+        preset: Preset of the models config (``default``: bundled model; ``full``: the spec's
+            three hub models).
+        models_config: A parsed models config; default the packaged one.
+        models_dir: Directory of pre-downloaded models / hub cache.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        limits: Limits on the audio accepted.
+        load: Load the models now (default). The server passes False and loads in the background.
+    """
+
+    def __init__(
+        self,
+        preset: str = "default",
+        *,
+        models_config: ModelsConfig | None = None,
+        models_dir: str | None = None,
+        device: str = "auto",
+        limits: AudioLimits | None = None,
+        load: bool = True,
+    ) -> None:
+        self.preset = preset
+        self.models_config = models_config or load_models_config()
+        self.models_config.preset(preset)  # fail early on an unknown preset
+        self.models_dir = models_dir
+        self.device = device
+        self.limits = limits or AudioLimits()
+        self._report: LoadReport | None = None
+        self._lock = threading.Lock()
+        self._loading = False
+        if load:
+            self.load()
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Mapping[str, EmotionModel],
+        weights: Mapping[str, float] | None = None,
+        *,
+        limits: AudioLimits | None = None,
+    ) -> SpeechEmotionAnalyzer:
+        """Build an analyzer around models that are already loaded (tests, custom backends)."""
+        analyzer = cls.__new__(cls)
+        analyzer.preset = "custom"
+        analyzer.models_config = ModelsConfig(models={}, presets={}, path="(in memory)")
+        analyzer.models_dir = None
+        analyzer.device = "cpu"
+        analyzer.limits = limits or AudioLimits()
+        analyzer._lock = threading.Lock()
+        analyzer._loading = False
+        analyzer._report = LoadReport(
+            preset="custom", models=dict(models), weights={name: (weights or {}).get(name, 1.0) for name in models}
+        )
+        return analyzer
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self) -> LoadReport:
+        """Load the preset's models (once; later calls return the same report)."""
+        with self._lock:
+            if self._report is None:
+                self._loading = True
+                try:
+                    self._report = load_preset(
+                        self.models_config, self.preset, models_dir=self.models_dir, device=self.device
+                    )
+                finally:
+                    self._loading = False
+            return self._report
+
+    def load_in_background(self) -> threading.Thread:
+        """Start loading the models in a daemon thread; /health says ``loading`` meanwhile."""
+        thread = threading.Thread(target=self.load, name="model-loader", daemon=True)
+        self._loading = True
+        thread.start()
+        return thread
+
+    @property
+    def loading(self) -> bool:
+        return self._report is None and self._loading
+
+    @property
+    def models(self) -> dict[str, EmotionModel]:
+        return self._report.models if self._report else {}
+
+    @property
+    def failures(self) -> list[LoadFailure]:
+        return self._report.failures if self._report else []
+
+    def _require_models(self) -> LoadReport:
+        report = self._report
+        if report is None:
+            raise ModelUnavailable("The models are still loading; retry in a few seconds.", error_code="MODELS_LOADING")
+        if not report.models:
+            reasons = "; ".join(f"{f.name}: {f.reason}" for f in report.failures) or "the preset has no models"
+            raise ModelUnavailable(
+                f"No emotion model is loaded ({reasons}). See /health, and the README section "
+                "'Models' for how to pre-download models or use the bundled default preset."
+            )
+        return report
+
+    # -- analysis ------------------------------------------------------------------------------
+
+    def decode(self, audio: AudioInput, sampling_rate: int | None = None) -> DecodedAudio:
+        """Decode and validate one input: encoded bytes, a file path, or an array."""
+        if isinstance(audio, bytes | bytearray | memoryview):
+            return decode_audio(bytes(audio), self.limits)
+        return load_audio(audio, sampling_rate, self.limits)
+
+    def analyze(self, audio: AudioInput, sampling_rate: int | None = None, *, lang: str = "zh") -> AnalysisResult:
+        """Analyse one clip.
+
+        Args:
+            audio: Encoded file bytes, a path, or a float array (then ``sampling_rate`` is needed).
+            sampling_rate: Sampling rate of an array input.
+            lang: ``zh`` or ``en`` for the advice.
+
+        Raises:
+            InvalidAudio: The audio cannot be decoded or is unusable (the message says why).
+            ModelUnavailable: No model is loaded.
+        """
+        started = time.perf_counter()
+        report = self._require_models()
+        decoded = self.decode(audio, sampling_rate)
+        return self._analyze_decoded([decoded], report, lang=lang, same_speaker=False, started=started)[0]
+
+    def analyze_session(
+        self, segments: Sequence[AudioInput], sampling_rate: int | None = None, *, lang: str = "zh"
+    ) -> SessionResult:
+        """Analyse the segments of one interview session (one speaker), in order.
+
+        A segment that cannot be decoded is reported in its :class:`SegmentOutcome` and left out
+        of the summary; the others are analysed together, so models may normalise per speaker.
+        """
+        started = time.perf_counter()
+        report = self._require_models()
+        outcomes: dict[int, SegmentOutcome] = {}
+        decoded: list[tuple[int, DecodedAudio]] = []
+        for index, segment in enumerate(segments):
+            try:
+                decoded.append((index, self.decode(segment, sampling_rate)))
+            except ServiceError as exc:
+                outcomes[index] = SegmentOutcome(index=index, error=exc)
+        results = (
+            self._analyze_decoded([d for _, d in decoded], report, lang=lang, same_speaker=True, started=started)
+            if decoded
+            else []
+        )
+        for (index, _), result in zip(decoded, results, strict=True):
+            outcomes[index] = SegmentOutcome(index=index, result=result)
+        summary = (
+            summarise_session([r.ensemble for r in results], [r.audio.duration for r in results], lang=lang)
+            if results
+            else None
+        )
+        return SessionResult(segments=[outcomes[i] for i in range(len(segments))], summary=summary)
+
+    def _analyze_decoded(
+        self,
+        clips: list[DecodedAudio],
+        report: LoadReport,
+        *,
+        lang: str,
+        same_speaker: bool,
+        started: float,
+    ) -> list[AnalysisResult]:
+        signals = [clip.signal for clip in clips]
+        per_model: list[list[ModelResult]] = [[] for _ in clips]
+        for name, model in report.models.items():
+            t0 = time.perf_counter()
+            outputs = model.process_signals(signals, SAMPLING_RATE, same_speaker=same_speaker)
+            seconds = (time.perf_counter() - t0) / len(clips)
+            for results, output in zip(per_model, outputs, strict=True):
+                results.append(ModelResult(name, model.info.display_name, output, seconds))
+        analyses = []
+        for clip, results in zip(clips, per_model, strict=True):
+            verdict = combine(results, report.weights)
+            analyses.append(
+                AnalysisResult(
+                    audio=clip,
+                    models=results,
+                    ensemble=verdict,
+                    assessment=assess(verdict, lang=lang),
+                    processing_time=time.perf_counter() - started,
+                )
+            )
+        return analyses

@@ -1,0 +1,387 @@
+"""The HTTP layer: the spec's REST API over :class:`SpeechEmotionAnalyzer`.
+
+This is the only module that knows about Flask. Requests are validated here; the analyzer gets
+decoded inputs and returns dataclasses, which are turned into the spec's
+``{success, message, data}`` envelope only here.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, Flask, Request, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import __version__
+from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
+from .audio import AudioLimits, decode_base64
+from .config import LANGS, Settings, load_models_config
+from .errors import InvalidRequest, PayloadTooLarge, ServiceError
+from .serialize import analysis_json, session_json
+
+logger = logging.getLogger(__name__)
+
+MESSAGES = {
+    "ok": {"zh": "分析完成", "en": "Analysis complete"},
+    "batch_ok": {"zh": "批量分析完成", "en": "Batch analysis complete"},
+    "healthy": {"zh": "服务运行正常", "en": "Service is healthy"},
+    "degraded": {"zh": "服务降级运行：部分模型未能加载", "en": "Service degraded: some models failed to load"},
+    "loading": {"zh": "模型加载中", "en": "Models are loading"},
+    "unhealthy": {"zh": "没有可用的情感模型", "en": "No emotion model is available"},
+}
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class InMemoryRequest(Request):
+    """Keeps uploaded files in memory: recordings are personal data and must not touch disk.
+
+    The request body is already bounded by ``MAX_CONTENT_LENGTH``.
+    """
+
+    def _get_file_stream(  # type: ignore[override]
+        self, total_content_length: int | None, content_type: str | None, filename: str | None = None,
+        content_length: int | None = None,
+    ) -> io.BytesIO:
+        return io.BytesIO()
+
+
+# -- envelope ---------------------------------------------------------------------------------
+
+
+def envelope(success: bool, message: str, data: Any = None, error_code: str | None = None, status: int = 200):
+    body: dict[str, Any] = {"success": success, "message": message, "data": data}
+    if error_code is not None:
+        body["error_code"] = error_code
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _lang() -> str:
+    """The language of messages and advice: ``lang`` in the query, form or JSON body."""
+    lang = request.args.get("lang")
+    if not lang and request.method == "POST":
+        if request.mimetype == "multipart/form-data":
+            lang = request.form.get("lang")
+        elif request.is_json:
+            body = request.get_json(silent=True)
+            if isinstance(body, dict) and isinstance(body.get("lang"), str):
+                lang = body["lang"]
+    lang = (lang or current_app.config["SETTINGS"].default_lang).lower()
+    if lang not in LANGS:
+        raise InvalidRequest(f"lang={lang!r} is not supported; use one of {', '.join(LANGS)}.", error_code="INVALID_LANG")
+    return lang
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+
+def _limits() -> AudioLimits:
+    return current_app.config["ANALYZER"].limits
+
+
+def _read_upload(storage: Any, what: str) -> bytes:
+    limit = _limits().max_bytes
+    data = storage.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} is larger than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording.")
+    return data
+
+
+def _base64_audio(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{what} must be a base64 string, not {type(value).__name__}.", error_code="INVALID_AUDIO_DATA")
+    limit = _limits().max_bytes
+    if len(value) > limit * 4 // 3 + 1024:
+        raise PayloadTooLarge(f"{what} decodes to more than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording.")
+    return decode_base64(value)
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidRequest("The body is not valid JSON; send a JSON object such as {\"audio_data\": \"<base64>\"}.", error_code="INVALID_JSON")
+    if not isinstance(body, dict):
+        raise InvalidRequest("The JSON body must be an object such as {\"audio_data\": \"<base64>\"}.", error_code="INVALID_JSON")
+    return body
+
+
+def _unsupported_media_type() -> ServiceError:
+    error = InvalidRequest(
+        f"Content-Type {request.mimetype or '(none)'!r} is not supported; send multipart/form-data with the file in "
+        "field 'audio', or application/json with {\"audio_data\": \"<base64>\"}.",
+        error_code="UNSUPPORTED_MEDIA_TYPE",
+    )
+    error.status = 415
+    return error
+
+
+def single_audio_from_request() -> bytes:
+    """The audio of an /analyze request: multipart field ``audio``, JSON ``audio_data`` or a raw body."""
+    if request.mimetype == "multipart/form-data":
+        if "audio" in request.files:
+            return _read_upload(request.files["audio"], "The file in field 'audio'")
+        if "audio_data" in request.form:
+            return _base64_audio(request.form["audio_data"], "The form field 'audio_data'")
+        got = sorted(set(request.files) | set(request.form))
+        raise InvalidRequest(
+            f"No audio found: send the recording in the multipart field 'audio' (got fields {got or 'none'}).",
+            error_code="MISSING_AUDIO",
+        )
+    if request.is_json:
+        body = _json_body()
+        if "audio_data" not in body:
+            raise InvalidRequest(
+                f"No audio found: the JSON object needs an 'audio_data' field with base64 audio (got keys {sorted(body)}).",
+                error_code="MISSING_AUDIO",
+            )
+        return _base64_audio(body["audio_data"], "'audio_data'")
+    if request.mimetype.startswith("audio/") or request.mimetype in ("application/octet-stream", "video/webm", "video/mp4"):
+        return _read_upload(request.stream, "The request body")
+    raise _unsupported_media_type()
+
+
+def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]:
+    """The segments of a /batch_analyze request; a bad segment becomes its own error."""
+    raw: list[Any]
+    if request.mimetype == "multipart/form-data":
+        files = request.files.getlist("audio") or request.files.getlist("audio_segments")
+        if not files:
+            raise InvalidRequest("No segments found: send JSON {\"audio_segments\": [\"<base64>\", ...]} or several multipart files in field 'audio'.", error_code="MISSING_AUDIO")
+        raw = files
+    elif request.is_json:
+        body = _json_body()
+        if "audio_segments" not in body:
+            raise InvalidRequest(
+                f"No segments found: the JSON object needs 'audio_segments', a list of base64 strings (got keys {sorted(body)}).",
+                error_code="MISSING_AUDIO",
+            )
+        raw = body["audio_segments"]
+        if not isinstance(raw, list):
+            raise InvalidRequest("'audio_segments' must be a list of base64 strings.", error_code="INVALID_AUDIO_DATA")
+    else:
+        raise _unsupported_media_type()
+    if not raw:
+        raise InvalidRequest("'audio_segments' is empty; send at least one segment.", error_code="EMPTY_BATCH")
+    if len(raw) > max_segments:
+        raise InvalidRequest(
+            f"{len(raw)} segments is more than the limit of {max_segments} per request (MAX_BATCH_SEGMENTS); "
+            "split the session into several requests.",
+            error_code="TOO_MANY_SEGMENTS",
+        )
+    segments: list[bytes | ServiceError] = []
+    for index, item in enumerate(raw):
+        what = f"audio_segments[{index}]"
+        try:
+            if isinstance(item, dict):
+                item = item.get("audio_data")
+            segments.append(_read_upload(item, what) if hasattr(item, "read") else _base64_audio(item, what))
+        except ServiceError as exc:
+            segments.append(exc)
+    return segments
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+bp = Blueprint("emotion", __name__)
+
+
+def _analyzer() -> SpeechEmotionAnalyzer:
+    return current_app.config["ANALYZER"]
+
+
+@bp.get("/")
+def index():
+    return envelope(True, "Speech emotion analysis API", {
+        "version": __version__,
+        "endpoints": ["GET /health", "POST /analyze", "POST /batch_analyze"],
+        "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
+    })
+
+
+@bp.get("/health")
+def health():
+    analyzer = _analyzer()
+    lang = _lang()
+    models = [
+        {
+            "name": m.info.name,
+            "display_name": m.info.display_name,
+            "source": m.info.source,
+            "version": m.info.version,
+            "licence": m.info.licence,
+            "commercial_use": m.info.commercial_use,
+            "device": m.info.device,
+            "labels": list(m.info.labels),
+        }
+        for m in analyzer.models.values()
+    ]
+    failures = [{"name": f.name, "display_name": f.display_name, "source": f.source, "reason": f.reason} for f in analyzer.failures]
+    if analyzer.loading:
+        status = "loading"
+    elif not models:
+        status = "unhealthy"
+    elif failures:
+        status = "degraded"
+    else:
+        status = "healthy"
+    data = {
+        "status": status,
+        "models_loaded": len(models),
+        "available_models": [m["name"] for m in models],
+        "preset": analyzer.preset,
+        "models": models,
+        "failed_models": failures,
+        "version": __version__,
+    }
+    if status in ("healthy", "degraded"):
+        return envelope(True, MESSAGES[status][lang], data)
+    code = "MODELS_LOADING" if status == "loading" else "MODEL_UNAVAILABLE"
+    response = envelope(False, MESSAGES[status][lang], data, code, 503)
+    if status == "loading":
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+@bp.post("/analyze")
+def analyze():
+    lang = _lang()
+    audio = single_audio_from_request()
+    result = _analyzer().analyze(audio, lang=lang)
+    return envelope(True, MESSAGES["ok"][lang], analysis_json(result, lang))
+
+
+@bp.post("/batch_analyze")
+def batch_analyze():
+    lang = _lang()
+    settings: Settings = current_app.config["SETTINGS"]
+    items = batch_segments_from_request(settings.max_batch_segments)
+    # Segments that failed to arrive (bad base64, too large) keep their place in the response.
+    arrived = [index for index, item in enumerate(items) if isinstance(item, bytes)]
+    session = _analyzer().analyze_session([items[i] for i in arrived], lang=lang)
+    outcomes: list[SegmentOutcome] = [
+        SegmentOutcome(index=index, error=item) for index, item in enumerate(items) if isinstance(item, ServiceError)
+    ]
+    for index, outcome in zip(arrived, session.segments, strict=True):
+        outcomes.append(SegmentOutcome(index=index, result=outcome.result, error=outcome.error))
+    session = SessionResult(segments=sorted(outcomes, key=lambda o: o.index), summary=session.summary)
+    data = session_json(session, lang)
+    if session.summary is None:
+        return envelope(
+            False,
+            "No segment could be analysed; see data.results for each segment's error.",
+            data,
+            "NO_VALID_SEGMENTS",
+            400,
+        )
+    return envelope(True, MESSAGES["batch_ok"][lang], data)
+
+
+# -- error handling and request bookkeeping ----------------------------------------------------
+
+
+def _service_error(exc: ServiceError):
+    logger.info("request %s rejected: %s %s", g.get("request_id"), exc.error_code, exc.message)
+    return envelope(False, exc.message, None, exc.error_code, exc.status)
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    if isinstance(exc, RequestEntityTooLarge):
+        settings: Settings = current_app.config["SETTINGS"]
+        message = (
+            f"The request is larger than the limit of {settings.max_request_mb:g} MB (MAX_REQUEST_MB); "
+            "send a shorter or compressed recording, or fewer segments."
+        )
+    else:
+        message = exc.description or exc.name
+    return envelope(False, message, None, _HTTP_CODES.get(status, "HTTP_ERROR"), status)
+
+
+def _internal_error(exc: Exception):
+    logger.exception("request %s failed", g.get("request_id"))
+    return envelope(False, "Internal error; the request id in X-Request-ID helps find it in the logs.", None, "INTERNAL_ERROR", 500)
+
+
+def _before() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+
+
+def _after(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    logger.info(
+        "%s %s %s %d bytes in, %.3f s, request %s",
+        request.method, request.path, response.status_code, request.content_length or 0, elapsed, g.get("request_id"),
+    )
+    return response
+
+
+def create_app(
+    settings: Settings | None = None,
+    analyzer: SpeechEmotionAnalyzer | None = None,
+    *,
+    load_models: str = "background",
+) -> Flask:
+    """Build the Flask app.
+
+    Args:
+        settings: Service settings; read from the environment when None.
+        analyzer: A ready analyzer (tests); built from ``settings`` when None.
+        load_models: ``background`` (serve /health at once, /analyze answers 503 until loaded),
+            ``now`` (load before returning) or ``lazy`` (never here; the caller loads).
+    """
+    settings = settings or Settings.from_env()
+    if analyzer is None:
+        analyzer = SpeechEmotionAnalyzer(
+            settings.model_preset,
+            models_config=load_models_config(settings.models_config),
+            models_dir=settings.models_dir,
+            device=settings.device,
+            limits=AudioLimits(
+                max_bytes=int(settings.max_upload_mb * 1_000_000),
+                min_seconds=settings.min_audio_seconds,
+                max_seconds=settings.max_audio_seconds,
+            ),
+            load=False,
+        )
+        if load_models == "now":
+            analyzer.load()
+        elif load_models == "background":
+            analyzer.load_in_background()
+
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.config.update(
+        SETTINGS=settings,
+        ANALYZER=analyzer,
+        MAX_CONTENT_LENGTH=int(settings.max_request_mb * 1_000_000),
+        MAX_FORM_MEMORY_SIZE=int(settings.max_request_mb * 1_000_000),
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_blueprint(bp)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    return app

@@ -1,0 +1,85 @@
+"""The one small interface every emotion model implements.
+
+Every backend is a callable on ``(signal, sampling_rate)`` that returns a :class:`ModelOutput`,
+so the ensemble never cares which model it calls.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLING_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What one model says about one clip.
+
+    Attributes:
+        probabilities: Canonical label -> probability, over the labels this model can tell
+            apart (they sum to 1). Labels the model does not know are absent, not zero.
+        arousal: 0 (low) .. 1 (high), where the model estimates it directly; else None.
+        valence: 0 (negative) .. 1 (positive), where the model estimates it directly; else None.
+    """
+
+    probabilities: dict[str, float]
+    arousal: float | None = None
+    valence: float | None = None
+
+    @property
+    def top_label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.top_label]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model that /health and the README show."""
+
+    name: str  # registry key, e.g. "wav2vec2_xlsr"
+    display_name: str  # e.g. "Wav2Vec2-XLSR", as in the spec's "best_model"
+    source: str  # hub id or local directory
+    version: str  # revision, commit or model-file version
+    licence: str
+    labels: tuple[str, ...]  # canonical labels it can output
+    device: str = "cpu"
+    commercial_use: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class EmotionModel(abc.ABC):
+    """An emotion model: 16 kHz mono float32 signals in, canonical scores out.
+
+    Subclasses implement :meth:`process_signals`. Inputs are trusted: the HTTP layer has already
+    decoded, resampled and validated them.
+    """
+
+    info: ModelInfo
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> ModelOutput:
+        """Score one clip."""
+        return self.process_signals([signal], sampling_rate)[0]
+
+    @abc.abstractmethod
+    def process_signals(
+        self,
+        signals: Sequence[np.ndarray],
+        sampling_rate: int = SAMPLING_RATE,
+        *,
+        same_speaker: bool = False,
+    ) -> list[ModelOutput]:
+        """Score several clips.
+
+        Args:
+            signals: 1-D float32 arrays at ``sampling_rate``.
+            sampling_rate: Must be 16000 for every model here.
+            same_speaker: True when all clips come from one speaker (an interview session); a
+                model may then normalise per speaker. Models that cannot use it ignore it.
+        """

@@ -1,0 +1,118 @@
+"""JSON views of the typed results: the fields of the spec's response examples.
+
+Kept apart from the HTTP layer so the command-line tools can print the same JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .analyzer import AnalysisResult, SessionResult
+from .assessment import LEVELS, Assessment, SessionSummary
+from .audio import DecodedAudio
+from .ensemble import EnsembleResult, ModelResult
+from .labels import display_name
+
+
+def _probabilities(probabilities: dict[str, float]) -> dict[str, float]:
+    return {label: round(p, 4) for label, p in probabilities.items()}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def basic_info_json(audio: DecodedAudio, models_count: int) -> dict[str, Any]:
+    return {
+        "duration": round(audio.duration, 3),
+        "sample_rate": audio.sampling_rate,
+        "models_count": models_count,
+        "original_sample_rate": audio.original_sampling_rate,
+        "channels": audio.channels,
+        "format": audio.format,
+    }
+
+
+def model_result_json(result: ModelResult, lang: str) -> dict[str, Any]:
+    output = result.output
+    return {
+        "model": result.name,
+        "model_name": result.display_name,
+        "emotion": display_name(output.top_label, lang),
+        "emotion_label": output.top_label,
+        "confidence": round(output.confidence, 4),
+        "probabilities": _probabilities(output.probabilities),
+        "arousal": _rounded(output.arousal),
+        "valence": _rounded(output.valence),
+        "inference_time": round(result.inference_time, 4),
+    }
+
+
+def final_result_json(result: EnsembleResult, lang: str) -> dict[str, Any]:
+    return {
+        "recommended_emotion": display_name(result.label, lang),
+        "recommended_emotion_label": result.label,
+        "confidence": round(result.confidence, 4),
+        "best_model": result.best_model,
+        "average_confidence": round(result.average_confidence, 4),
+        "models_consensus": result.consensus,
+        "agreement": round(result.agreement, 4),
+        "probabilities": _probabilities(result.probabilities),
+        "arousal": _rounded(result.arousal),
+        "valence": _rounded(result.valence),
+    }
+
+
+def assessment_json(assessment: Assessment, lang: str) -> dict[str, Any]:
+    return {
+        "emotion_type": assessment.emotion_type,
+        "score": assessment.score,
+        "confidence_level": LEVELS[assessment.confidence_level][lang],
+        "recommendations": assessment.recommendations,
+    }
+
+
+def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
+    return {
+        "basic_info": basic_info_json(result.audio, len(result.models)),
+        "models_results": [model_result_json(r, lang) for r in result.models],
+        "final_result": final_result_json(result.ensemble, lang),
+        "interview_assessment": assessment_json(result.assessment, lang),
+        "processing_time": round(result.processing_time, 4),
+    }
+
+
+def summary_json(summary: SessionSummary, lang: str) -> dict[str, Any]:
+    return {
+        "segments_analyzed": summary.segments,
+        "total_duration": round(summary.total_duration, 3),
+        "dominant_emotion": display_name(summary.dominant_label, lang),
+        "dominant_emotion_label": summary.dominant_label,
+        "emotion_distribution": _probabilities(summary.distribution),
+        "stability": {
+            "score": round(summary.stability.score, 4),
+            "dominant_share": round(summary.stability.dominant_share, 4),
+            "emotion_changes": summary.stability.changes,
+        },
+        "average_score": summary.average_score,
+        "emotion_type": summary.emotion_type,
+        "recommendations": summary.recommendations,
+    }
+
+
+def session_json(result: SessionResult, lang: str) -> dict[str, Any]:
+    segments = []
+    for outcome in result.segments:
+        if outcome.result is not None:
+            segments.append({"index": outcome.index, "success": True, **analysis_json(outcome.result, lang)})
+        else:
+            assert outcome.error is not None
+            segments.append(
+                {"index": outcome.index, "success": False, "error_code": outcome.error.error_code,
+                 "message": outcome.error.message}
+            )
+    return {
+        "results": segments,
+        "session_summary": summary_json(result.summary, lang) if result.summary else None,
+        "segments_failed": sum(1 for s in segments if not s["success"]),
+    }
