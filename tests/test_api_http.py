@@ -112,6 +112,14 @@ def test_batch_multipart_files(client):
     assert data["session_summary"]["segments_analyzed"] == 2
 
 
+def _multipart(field: str, filename: str, data: bytes) -> dict:
+    """A multipart body built here: werkzeug's test client spools big ones to a file it never closes."""
+    boundary = "----emotion-test-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return dict(data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+
 def _big_b64() -> str:
     return base64.b64encode(b"\0" * 2_100_000).decode()
 
@@ -138,7 +146,7 @@ BAD_INPUTS = [
     ("too short", dict(json={"audio_data": base64.b64encode(encode(voice_like(0.1))).decode()}), "/analyze", 400, "AUDIO_TOO_SHORT"),
     ("too long", dict(json={"audio_data": base64.b64encode(encode(voice_like(31.0), format="FLAC")).decode()}), "/analyze", 400, "AUDIO_TOO_LONG"),
     ("NaN samples", dict(json={"audio_data": base64.b64encode(encode(np.full(16000, np.nan, np.float32), subtype="FLOAT")).decode()}), "/analyze", 400, "INVALID_SAMPLES"),
-    ("upload over MAX_UPLOAD_MB", dict(data={"audio": (io.BytesIO(b"RIFF" + bytes(2_100_000)), "big.wav")}), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
+    ("upload over MAX_UPLOAD_MB", _multipart("audio", "big.wav", b"RIFF" + bytes(2_100_000)), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
     ("base64 over MAX_UPLOAD_MB", dict(json={"audio_data": _big_b64()}), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
     ("body over MAX_REQUEST_MB", dict(data=b"x" * 4_100_000, content_type="audio/wav"), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
     ("unknown lang", dict(json={"audio_data": CLIP_B64, "lang": "fr"}), "/analyze", 400, "INVALID_LANG"),
@@ -176,14 +184,14 @@ def test_uploads_never_touch_disk(client, monkeypatch):
     for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, refuse)
     big = encode(voice_like(20.0), format="WAV")  # 640 kB: over werkzeug's in-memory default
-    envelope(client.post("/analyze", data={"audio": (io.BytesIO(big), "a.wav")}), 200)
+    envelope(client.post("/analyze", **_multipart("audio", "a.wav", big)), 200)
 
 
 def test_request_id_and_headers(client):
     response = client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert response.headers["X-Request-ID"] == "abc-123"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert len(client.get("/health", headers={"X-Request-ID": "bad id\n"}).headers["X-Request-ID"]) == 32
+    assert len(client.get("/health", headers={"X-Request-ID": "bad id <script>"}).headers["X-Request-ID"]) == 32
 
 
 def test_no_models_means_503(settings):

@@ -1,0 +1,383 @@
+"""Decode anything a client sends into 16 kHz mono float32, in memory, within limits.
+
+WAV, FLAC, OGG (Vorbis/Opus), MP3 and AIFF are read by libsndfile (``soundfile``); M4A/AAC,
+WebM/Opus and other containers by FFmpeg's libraries bundled in the PyAV wheel, so no system
+``ffmpeg`` is needed and nothing touches the disk. Decoding is incremental and stops at the
+duration limit, so a small file that claims hours of audio cannot exhaust memory.
+
+Every way an input can be unusable raises :class:`~emotion_service.errors.InvalidAudio` (or
+:class:`~emotion_service.errors.PayloadTooLarge`) with a stable ``error_code`` and a message
+that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import InvalidAudio, PayloadTooLarge
+from .models.base import SAMPLING_RATE
+
+SUPPORTED_FORMATS = "WAV, FLAC, OGG (Vorbis/Opus), MP3, M4A/AAC, WebM/Opus or AIFF"
+MIN_SAMPLING_RATE = 2_000
+MAX_SAMPLING_RATE = 768_000
+# RMS below -70 dBFS: nothing a microphone picked up from a speaking person.
+SILENCE_RMS = 10 ** (-70 / 20)
+_BLOCK_FRAMES = 1 << 16
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What the service accepts; inputs outside these limits are refused with a 4xx.
+
+    Attributes:
+        max_bytes: Largest encoded input (``MAX_UPLOAD_MB``).
+        min_seconds: Shortest audio (``MIN_AUDIO_SECONDS``).
+        max_seconds: Longest audio (``MAX_AUDIO_SECONDS``); decoding stops there.
+        max_channels: Most channels a file may declare.
+    """
+
+    max_bytes: int = 25_000_000
+    min_seconds: float = 0.5
+    max_seconds: float = 600.0
+    max_channels: int = 32
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A validated clip, ready for the models.
+
+    Attributes:
+        signal: Mono float32 samples at ``sampling_rate``.
+        original_sampling_rate: The rate of the input before resampling.
+        channels: Channels of the input before the mix to mono.
+        format: ``wav``, ``flac``, ``ogg``, ``mp3``, ``aiff``, ``m4a``, ``aac``, ``webm`` or
+            ``array`` for arrays passed by library users.
+        sampling_rate: Always 16000.
+    """
+
+    signal: np.ndarray
+    original_sampling_rate: int
+    channels: int
+    format: str
+    sampling_rate: int = SAMPLING_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.signal) / self.sampling_rate
+
+
+# -- base64 -----------------------------------------------------------------------------------
+
+_DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
+
+
+def decode_base64(value: str) -> bytes:
+    """Decode base64 audio, with or without a ``data:audio/...;base64,`` prefix.
+
+    Whitespace is ignored, the URL-safe alphabet is accepted and missing padding is restored.
+
+    Raises:
+        InvalidAudio: ``EMPTY_AUDIO`` or ``INVALID_BASE64``.
+    """
+    text = value.strip()
+    match = _DATA_URI.match(text)
+    if match:
+        text = text[match.end() :]
+    elif text.lower().startswith("data:"):
+        raise InvalidAudio(
+            "audio_data is a data URI without ';base64,'; send 'data:audio/wav;base64,<base64>' or the bare base64.",
+            error_code="INVALID_BASE64",
+        )
+    raw = "".join(text.split()).encode("ascii", errors="replace").translate(bytes.maketrans(b"-_", b"+/"))
+    if not raw:
+        raise InvalidAudio("audio_data is empty; send the base64 of a recording.", error_code="EMPTY_AUDIO")
+    bad = _NOT_BASE64.search(raw)
+    if bad or len(raw.rstrip(b"=")) % 4 == 1:
+        where = f" (character {raw[bad.start():bad.start() + 1]!r} at position {bad.start()})" if bad else ""
+        raise InvalidAudio(
+            f"audio_data is not valid base64{where}; encode the file bytes with standard base64 "
+            "(Python: base64.b64encode(open(path, 'rb').read()).decode()).",
+            error_code="INVALID_BASE64",
+        )
+    raw = raw.rstrip(b"=")
+    raw += b"=" * (-len(raw) % 4)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error as exc:
+        raise InvalidAudio(
+            f"audio_data is not valid base64 ({exc}); encode the file bytes with standard base64.",
+            error_code="INVALID_BASE64",
+        ) from exc
+
+
+# -- format sniffing --------------------------------------------------------------------------
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the container of encoded audio from its first bytes, or None if it is not audio we read."""
+    head = data[:16]
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[4:8] == b"ftyp":
+        return "m4a"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "webm"
+    if head[:3] == b"ID3":
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # MPEG audio frame sync; layer bits 00 are ADTS (AAC), anything else MPEG-1/2 layer I-III.
+        return "aac" if head[1] & 0x06 == 0 else "mp3"
+    return None
+
+
+_SOUNDFILE_FORMATS = {"wav", "flac", "ogg", "aiff", "mp3"}
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+class _Decoded:
+    """Mono blocks gathered while decoding, with the input's properties."""
+
+    def __init__(self, rate: int, channels: int, limits: AudioLimits, fmt: str) -> None:
+        _check_stream(rate, channels, limits, fmt)
+        self.rate = rate
+        self.channels = channels
+        self.blocks: list[np.ndarray] = []
+        self.frames = 0
+        self.cap = int(limits.max_seconds * rate) + 1
+        self.limits = limits
+
+    def add(self, block: np.ndarray) -> None:
+        """Add a (frames, channels) or (frames,) float block; raise once over the duration limit."""
+        if block.size == 0:
+            return
+        if not np.isfinite(block).all():
+            raise InvalidAudio(
+                "The audio contains NaN or infinite samples; re-export it as 16-bit PCM WAV or FLAC.",
+                error_code="INVALID_SAMPLES",
+            )
+        mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32, copy=False)
+        self.blocks.append(mono)
+        self.frames += len(mono)
+        if self.frames > self.cap:
+            raise _too_long(self.limits, more_than=True)
+
+    def signal(self) -> np.ndarray:
+        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
+
+
+def _check_stream(rate: int, channels: int, limits: AudioLimits, fmt: str) -> None:
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        raise InvalidAudio(
+            f"The {fmt} file declares a sampling rate of {rate} Hz; rates from {MIN_SAMPLING_RATE} to "
+            f"{MAX_SAMPLING_RATE} Hz are accepted (16000 Hz or more is best). Re-export the recording.",
+            error_code="UNSUPPORTED_SAMPLE_RATE",
+        )
+    if not 1 <= channels <= limits.max_channels:
+        raise InvalidAudio(
+            f"The {fmt} file declares {channels} channels; at most {limits.max_channels} are accepted. "
+            "Send a mono or stereo recording.",
+            error_code="TOO_MANY_CHANNELS",
+        )
+
+
+def _too_long(limits: AudioLimits, seconds: float | None = None, *, more_than: bool = False) -> InvalidAudio:
+    lasts = "more than " if more_than else ""
+    lasts += f"{seconds:.1f} s" if seconds is not None else f"{limits.max_seconds:g} s"
+    return InvalidAudio(
+        f"The audio lasts {lasts}; the limit is {limits.max_seconds:g} s (MAX_AUDIO_SECONDS). "
+        "Split the recording into answers and use /batch_analyze.",
+        error_code="AUDIO_TOO_LONG",
+    )
+
+
+def _read_soundfile(data: bytes, fmt: str, limits: AudioLimits) -> _Decoded:
+    with sf.SoundFile(io.BytesIO(data)) as file:
+        decoded = _Decoded(file.samplerate, file.channels, limits, fmt)
+        while True:
+            block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if len(block) == 0:
+                return decoded
+            decoded.add(block)
+
+
+def _read_pyav(data: bytes, fmt: str, limits: AudioLimits) -> _Decoded:
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        streams = container.streams.audio
+        if not streams:
+            raise InvalidAudio(
+                f"The {fmt} file has no audio track; send a recording in {SUPPORTED_FORMATS}.",
+                error_code="NO_AUDIO_STREAM",
+            )
+        stream = streams[0]
+        codec = stream.codec_context
+        if codec is None or not codec.sample_rate:
+            raise InvalidAudio(
+                f"The {fmt} file's audio track has no codec we can decode; re-encode it as AAC, Opus, WAV or FLAC.",
+                error_code="CORRUPT_AUDIO",
+            )
+        decoded = _Decoded(codec.sample_rate, codec.channels, limits, fmt)
+        # Convert every frame to planar float at the stream's own rate: the mix to mono and the
+        # resampling then happen in one place (prepare), whatever the decoder.
+        resampler = av.AudioResampler(format="fltp", rate=decoded.rate)
+        for frame in _frames(container, stream):
+            for converted in resampler.resample(frame):
+                decoded.add(converted.to_ndarray().T)
+        for converted in resampler.resample(None):
+            decoded.add(converted.to_ndarray().T)
+        return decoded
+
+
+def _frames(container, stream) -> Iterator:  # type: ignore[no-untyped-def]
+    for packet in container.demux(stream):
+        yield from packet.decode()
+
+
+def decode_audio(data: bytes, limits: AudioLimits | None = None) -> DecodedAudio:
+    """Decode encoded audio bytes to 16 kHz mono float32 and validate them.
+
+    Raises:
+        PayloadTooLarge: Over ``limits.max_bytes``.
+        InvalidAudio: Empty, unknown format, corrupt, too many channels, too short, too long,
+            silent or with NaN/inf samples; ``error_code`` says which.
+    """
+    import av
+
+    limits = limits or AudioLimits()
+    if not data:
+        raise InvalidAudio("The audio is empty (0 bytes); send a recording.", error_code="EMPTY_AUDIO")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"The audio is {len(data) / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:g} MB "
+            "(MAX_UPLOAD_MB); send a shorter or compressed recording."
+        )
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise InvalidAudio(
+            f"This is not an audio file we can read; send {SUPPORTED_FORMATS}.", error_code="UNSUPPORTED_FORMAT"
+        )
+    readers = [_read_soundfile, _read_pyav] if fmt in _SOUNDFILE_FORMATS else [_read_pyav]
+    errors = []
+    for reader in readers:
+        try:
+            decoded = reader(data, fmt, limits)
+            break
+        except (sf.SoundFileError, RuntimeError, av.FFmpegError, ValueError, EOFError) as exc:
+            # Both libraries raise their own errors on corrupt input (and ValueError for odd
+            # parameters); the next reader may still succeed (e.g. Ogg with a codec libsndfile lacks).
+            errors.append(str(exc).strip() or type(exc).__name__)
+    else:
+        raise InvalidAudio(
+            f"The {fmt} file could not be decoded ({errors[-1]}); it may be truncated or corrupt. "
+            "Check that it plays, or re-encode it as WAV or FLAC.",
+            error_code="CORRUPT_AUDIO",
+        )
+    return _finish(decoded.signal(), decoded.rate, decoded.channels, fmt, limits)
+
+
+def _finish(signal: np.ndarray, rate: int, channels: int, fmt: str, limits: AudioLimits) -> DecodedAudio:
+    if len(signal) == 0:
+        raise InvalidAudio(
+            f"The {fmt} file holds no samples; it may be truncated. Send the complete recording.",
+            error_code="EMPTY_AUDIO",
+        )
+    seconds = len(signal) / rate
+    if seconds > limits.max_seconds:
+        raise _too_long(limits, seconds)
+    if seconds < limits.min_seconds:
+        raise InvalidAudio(
+            f"The audio lasts {seconds:.2f} s; send at least {limits.min_seconds:g} s of speech (MIN_AUDIO_SECONDS).",
+            error_code="AUDIO_TOO_SHORT",
+        )
+    if float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) < SILENCE_RMS:
+        raise InvalidAudio(
+            "The audio is silent (below -70 dBFS); check the microphone and that the right track was sent.",
+            error_code="SILENT_AUDIO",
+        )
+    if rate != SAMPLING_RATE:
+        signal = soxr.resample(signal, rate, SAMPLING_RATE, quality="HQ").astype(np.float32, copy=False)
+    return DecodedAudio(np.ascontiguousarray(signal), original_sampling_rate=rate, channels=channels, format=fmt)
+
+
+def prepare_signal(signal: np.ndarray, sampling_rate: int, limits: AudioLimits | None = None) -> DecodedAudio:
+    """Validate an array (``(frames,)``, ``(frames, channels)`` or ``(channels, frames)``) and
+    bring it to 16 kHz mono float32.
+
+    Raises:
+        InvalidAudio: As :func:`decode_audio`, for the samples themselves.
+    """
+    limits = limits or AudioLimits()
+    array = np.asarray(signal)
+    if array.ndim not in (1, 2) or array.size == 0:
+        raise InvalidAudio(
+            f"Expected a 1-D or 2-D array of samples, got shape {array.shape}.", error_code="INVALID_SAMPLES"
+        )
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InvalidAudio(f"Expected real-valued samples, got dtype {array.dtype}.", error_code="INVALID_SAMPLES")
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    if array.ndim == 2 and array.shape[0] < array.shape[1]:
+        array = array.T  # (channels, frames) -> (frames, channels)
+    channels = 1 if array.ndim == 1 else array.shape[1]
+    decoded = _Decoded(int(sampling_rate), channels, limits, "array")
+    for start in range(0, len(array), _BLOCK_FRAMES):
+        decoded.add(np.asarray(array[start : start + _BLOCK_FRAMES], dtype=np.float32))
+    return _finish(decoded.signal(), decoded.rate, channels, "array", limits)
+
+
+def load_audio(
+    audio: str | os.PathLike[str] | np.ndarray,
+    sampling_rate: int | None = None,
+    limits: AudioLimits | None = None,
+) -> DecodedAudio:
+    """Load a file path or an array (which needs ``sampling_rate``) as 16 kHz mono float32.
+
+    Raises:
+        InvalidAudio: The file is missing or unusable, or an array came without its rate.
+        PayloadTooLarge: The file is over ``limits.max_bytes``.
+    """
+    limits = limits or AudioLimits()
+    if isinstance(audio, np.ndarray):
+        if sampling_rate is None:
+            raise InvalidAudio(
+                "An array of samples needs its rate: call analyze(signal, sampling_rate=16000).",
+                error_code="MISSING_SAMPLING_RATE",
+            )
+        return prepare_signal(audio, sampling_rate, limits)
+    if not isinstance(audio, str | os.PathLike):
+        raise InvalidAudio(
+            f"Expected a file path, encoded bytes or a numpy array, got {type(audio).__name__}.",
+            error_code="INVALID_AUDIO_DATA",
+        )
+    try:
+        size = os.path.getsize(audio)
+        if size > limits.max_bytes:
+            raise PayloadTooLarge(
+                f"{os.fspath(audio)} is {size / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:g} MB; "
+                "raise AudioLimits.max_bytes or split the file."
+            )
+        with open(audio, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise InvalidAudio(f"Cannot read {os.fspath(audio)!r}: {exc.strerror or exc}.", error_code="FILE_NOT_READABLE") from exc
+    return decode_audio(data, limits)
