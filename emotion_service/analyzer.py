@@ -24,6 +24,7 @@ from .ensemble import EnsembleResult, ModelResult, combine
 from .errors import ModelUnavailable, ServiceError
 from .models.base import SAMPLING_RATE, EmotionModel
 from .models.registry import LoadFailure, LoadReport, load_preset
+from .prosody import DeliveryMetrics, measure
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class AnalysisResult:
     ensemble: EnsembleResult
     assessment: Assessment
     processing_time: float
+    delivery: DeliveryMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ class SpeechEmotionAnalyzer:
                     ensemble=verdict,
                     assessment=assess(verdict, lang=lang),
                     processing_time=time.perf_counter() - started,
+                    delivery=measure(clip.signal, clip.sampling_rate),
                 )
             )
         return analyses

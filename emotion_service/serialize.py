@@ -12,6 +12,7 @@ from .assessment import LEVELS, Assessment, SessionSummary
 from .audio import DecodedAudio
 from .ensemble import EnsembleResult, ModelResult
 from .labels import display_name
+from .prosody import DeliveryMetrics
 
 
 def _probabilities(probabilities: dict[str, float]) -> dict[str, float]:
@@ -72,14 +73,40 @@ def assessment_json(assessment: Assessment, lang: str) -> dict[str, Any]:
     }
 
 
-def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
+def delivery_json(metrics: DeliveryMetrics) -> dict[str, Any]:
+    """Delivery metrics: seconds, syllables per second, Hz, semitones and dB."""
     return {
+        "duration": round(metrics.duration, 3),
+        "speaking_time": round(metrics.speaking_time, 3),
+        "speaking_ratio": round(metrics.speaking_ratio, 4),
+        "pause_count": metrics.pause_count,
+        "mean_pause": round(metrics.mean_pause, 3),
+        "longest_pause": round(metrics.longest_pause, 3),
+        "pauses": [[round(p.start, 3), round(p.end, 3)] for p in metrics.pauses],
+        "syllables": metrics.syllables,
+        "speech_rate": round(metrics.speech_rate, 3),
+        "articulation_rate": round(metrics.articulation_rate, 3),
+        "pitch_median_hz": _rounded(metrics.pitch_median),
+        "pitch_sd_semitones": _rounded(metrics.pitch_sd_semitones),
+        "pitch_range_semitones": _rounded(metrics.pitch_range_semitones),
+        "loudness_db": _rounded(metrics.loudness_db),
+        "loudness_sd_db": round(metrics.loudness_sd_db, 2),
+        "voiced_ratio": round(metrics.voiced_ratio, 4),
+        "voice_breaks": metrics.voice_breaks,
+    }
+
+
+def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
+    data = {
         "basic_info": basic_info_json(result.audio, len(result.models)),
         "models_results": [model_result_json(r, lang) for r in result.models],
         "final_result": final_result_json(result.ensemble, lang),
         "interview_assessment": assessment_json(result.assessment, lang),
         "processing_time": round(result.processing_time, 4),
     }
+    if result.delivery is not None:
+        data["delivery"] = delivery_json(result.delivery)
+    return data
 
 
 def summary_json(summary: SessionSummary, lang: str) -> dict[str, Any]:

@@ -26,10 +26,10 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(command: Sequence[str], port: int, env: dict[str, str] | None = None, timeout: float = 120.0,
             ready: Sequence[str] = ("healthy", "degraded", "unhealthy")) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run ``command`` from the repo root until /health on ``port`` reports a status in ``ready``."""
+    """Run ``python <command>`` from the repo root until /health on ``port`` reports a status in ``ready``."""
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "HF_HUB_OFFLINE": "1", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, *command] if command[0].endswith(".py") else list(command),
+        [sys.executable, *command],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -66,3 +66,13 @@ def test_unloadable_preset_reports_failures(monkeypatch):
     assert {f.name for f in analyzer.failures} == {"exhubert", "hubert_large", "wav2vec2_xlsr"}
     with pytest.raises(ModelUnavailable, match="hubert_large"):
         analyzer.analyze(voice_like(1.0), sampling_rate=16000)
+
+
+def test_delivery_metrics_come_with_every_result(analyzer):
+    rng = np.random.default_rng(0)
+    gap = (1e-4 * rng.standard_normal(16000)).astype(np.float32)
+    result = analyzer.analyze(np.concatenate([voice_like(1.5), gap, voice_like(1.5, seed=1)]), sampling_rate=16000)
+    assert result.delivery is not None
+    assert result.delivery.pause_count == 1
+    assert result.delivery.pauses[0].duration == pytest.approx(1.0, abs=0.15)
+    assert result.delivery.pitch_median == pytest.approx(150, rel=0.1)

@@ -25,7 +25,7 @@ def test_start_api_server_passes_test_api():
 
 def test_gunicorn_emotion_api_app():
     port = free_port()
-    with running(["gunicorn", "emotion_api:app"], port, ready=("healthy",)) as (url, _):
+    with running(["-m", "gunicorn", "emotion_api:app"], port, ready=("healthy",)) as (url, _):
         health = requests.get(url + "/health", timeout=10).json()
         assert health["data"]["available_models"] == ["bundled"]
         body = requests.post(url + "/analyze", json={"audio_data": base64.b64encode(wav(2.0)).decode()}, timeout=60).json()
