@@ -7,24 +7,26 @@ calls it unless ``load=False``), never at import.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from .assessment import Assessment, SessionSummary, assess, summarise_session
 from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
+from .cache import ResultCache, cache_key
 from .config import ModelsConfig, load_models_config
 from .ensemble import EnsembleResult, ModelResult, combine
 from .errors import ModelUnavailable, ServiceError
-from .models.base import SAMPLING_RATE, EmotionModel
+from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput
 from .models.registry import LoadFailure, LoadReport, load_preset
-from .prosody import DeliveryMetrics, measure
+from .prosody import DeliveryMetrics, Pause, measure
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class AnalysisResult:
     assessment: Assessment
     processing_time: float
     delivery: DeliveryMetrics | None = None
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SpeechEmotionAnalyzer:
         models_dir: Directory of pre-downloaded models / hub cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         limits: Limits on the audio accepted.
+        cache: Where to keep model outputs of audio already analysed (None: no cache).
         load: Load the models now (default). The server passes False and loads in the background.
     """
 
@@ -86,6 +90,7 @@ class SpeechEmotionAnalyzer:
         models_dir: str | None = None,
         device: str = "auto",
         limits: AudioLimits | None = None,
+        cache: ResultCache | None = None,
         load: bool = True,
     ) -> None:
         self.preset = preset
@@ -94,6 +99,7 @@ class SpeechEmotionAnalyzer:
         self.models_dir = models_dir
         self.device = device
         self.limits = limits or AudioLimits()
+        self.cache = cache
         self._report: LoadReport | None = None
         self._lock = threading.Lock()
         self._loading = False
@@ -107,6 +113,7 @@ class SpeechEmotionAnalyzer:
         weights: Mapping[str, float] | None = None,
         *,
         limits: AudioLimits | None = None,
+        cache: ResultCache | None = None,
     ) -> SpeechEmotionAnalyzer:
         """Build an analyzer around models that are already loaded (tests, custom backends)."""
         analyzer = cls.__new__(cls)
@@ -115,6 +122,7 @@ class SpeechEmotionAnalyzer:
         analyzer.models_dir = None
         analyzer.device = "cpu"
         analyzer.limits = limits or AudioLimits()
+        analyzer.cache = cache
         analyzer._lock = threading.Lock()
         analyzer._loading = False
         analyzer._report = LoadReport(
@@ -234,15 +242,17 @@ class SpeechEmotionAnalyzer:
         started: float,
     ) -> list[AnalysisResult]:
         signals = [clip.signal for clip in clips]
-        per_model: list[list[ModelResult]] = [[] for _ in clips]
-        for name, model in report.models.items():
-            t0 = time.perf_counter()
-            outputs = model.process_signals(signals, SAMPLING_RATE, same_speaker=same_speaker)
-            seconds = (time.perf_counter() - t0) / len(clips)
-            for results, output in zip(per_model, outputs, strict=True):
-                results.append(ModelResult(name, model.info.display_name, output, seconds))
+        cached = self._cached(signals, report, same_speaker)
+        fresh = self._run_models(signals, report, same_speaker) if any(c is None for c in cached) else None
         analyses = []
-        for clip, results in zip(clips, per_model, strict=True):
+        for i, clip in enumerate(clips):
+            hit = cached[i]
+            if hit is not None:
+                results, delivery = hit
+            else:
+                assert fresh is not None
+                results, delivery = fresh[i], measure(clip.signal, clip.sampling_rate)
+                self._store(signals, i, report, same_speaker, results, delivery)
             verdict = combine(results, report.weights)
             analyses.append(
                 AnalysisResult(
@@ -251,7 +261,80 @@ class SpeechEmotionAnalyzer:
                     ensemble=verdict,
                     assessment=assess(verdict, lang=lang),
                     processing_time=time.perf_counter() - started,
-                    delivery=measure(clip.signal, clip.sampling_rate),
+                    delivery=delivery,
+                    cached=hit is not None,
                 )
             )
         return analyses
+
+    @staticmethod
+    def _run_models(signals: list[np.ndarray], report: LoadReport, same_speaker: bool) -> list[list[ModelResult]]:
+        per_clip: list[list[ModelResult]] = [[] for _ in signals]
+        for name, model in report.models.items():
+            t0 = time.perf_counter()
+            outputs = model.process_signals(signals, SAMPLING_RATE, same_speaker=same_speaker)
+            seconds = (time.perf_counter() - t0) / len(signals)
+            for results, output in zip(per_clip, outputs, strict=True):
+                results.append(ModelResult(name, model.info.display_name, output, seconds))
+        return per_clip
+
+    # -- result cache ---------------------------------------------------------------------------
+
+    def _key(self, signals: list[np.ndarray], index: int, report: LoadReport, same_speaker: bool) -> str:
+        versions = [(name, model.info.version) for name, model in report.models.items()]
+        weights = ",".join(f"{name}={weight}" for name, weight in sorted(report.weights.items()))
+        if same_speaker:
+            return cache_key(signals, index, versions, f"session;{weights}")
+        return cache_key([signals[index]], 0, versions, f"clip;{weights}")
+
+    def _cached(
+        self, signals: list[np.ndarray], report: LoadReport, same_speaker: bool
+    ) -> list[tuple[list[ModelResult], DeliveryMetrics] | None]:
+        if self.cache is None:
+            return [None] * len(signals)
+        hits = [_from_cache(self.cache.get(self._key(signals, i, report, same_speaker))) for i in range(len(signals))]
+        # Clips of one speaker are normalised together: a partial hit means recomputing them all.
+        if same_speaker and any(hit is None for hit in hits):
+            return [None] * len(signals)
+        return hits
+
+    def _store(
+        self,
+        signals: list[np.ndarray],
+        index: int,
+        report: LoadReport,
+        same_speaker: bool,
+        results: list[ModelResult],
+        delivery: DeliveryMetrics,
+    ) -> None:
+        if self.cache is not None:
+            self.cache.set(self._key(signals, index, report, same_speaker), _to_cache(results, delivery))
+
+
+def _to_cache(results: list[ModelResult], delivery: DeliveryMetrics) -> dict[str, Any]:
+    return {
+        "models": [
+            {
+                "name": r.name,
+                "display_name": r.display_name,
+                "probabilities": r.output.probabilities,
+                "arousal": r.output.arousal,
+                "valence": r.output.valence,
+                "inference_time": r.inference_time,
+            }
+            for r in results
+        ],
+        "delivery": dataclasses.asdict(delivery),
+    }
+
+
+def _from_cache(value: dict[str, Any] | None) -> tuple[list[ModelResult], DeliveryMetrics] | None:
+    if value is None:
+        return None
+    results = [
+        ModelResult(m["name"], m["display_name"], ModelOutput(m["probabilities"], m["arousal"], m["valence"]), m["inference_time"])
+        for m in value["models"]
+    ]
+    delivery = dict(value["delivery"])
+    delivery["pauses"] = tuple(Pause(**p) for p in delivery["pauses"])
+    return results, DeliveryMetrics(**delivery)

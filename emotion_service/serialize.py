@@ -103,6 +103,7 @@ def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
         "final_result": final_result_json(result.ensemble, lang),
         "interview_assessment": assessment_json(result.assessment, lang),
         "processing_time": round(result.processing_time, 4),
+        "cached": result.cached,
     }
     if result.delivery is not None:
         data["delivery"] = delivery_json(result.delivery)
