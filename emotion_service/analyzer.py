@@ -20,6 +20,7 @@ import numpy as np
 
 from .assessment import Assessment, SessionSummary, assess, summarise_session
 from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
+from .batching import BatchOptions, MicroBatcher
 from .cache import ResultCache, cache_key
 from .config import ModelsConfig, load_models_config
 from .ensemble import EnsembleResult, ModelResult, combine
@@ -79,6 +80,7 @@ class SpeechEmotionAnalyzer:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         limits: Limits on the audio accepted.
         cache: Where to keep model outputs of audio already analysed (None: no cache).
+        batching: Group clips of concurrent requests per model (None: each request on its own).
         load: Load the models now (default). The server passes False and loads in the background.
     """
 
@@ -91,6 +93,7 @@ class SpeechEmotionAnalyzer:
         device: str = "auto",
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
+        batching: BatchOptions | None = None,
         load: bool = True,
     ) -> None:
         self.preset = preset
@@ -100,6 +103,8 @@ class SpeechEmotionAnalyzer:
         self.device = device
         self.limits = limits or AudioLimits()
         self.cache = cache
+        self.batching = batching
+        self._batchers: dict[str, MicroBatcher] = {}
         self._report: LoadReport | None = None
         self._lock = threading.Lock()
         self._loading = False
@@ -114,6 +119,7 @@ class SpeechEmotionAnalyzer:
         *,
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
+        batching: BatchOptions | None = None,
     ) -> SpeechEmotionAnalyzer:
         """Build an analyzer around models that are already loaded (tests, custom backends)."""
         analyzer = cls.__new__(cls)
@@ -123,6 +129,8 @@ class SpeechEmotionAnalyzer:
         analyzer.device = "cpu"
         analyzer.limits = limits or AudioLimits()
         analyzer.cache = cache
+        analyzer.batching = batching
+        analyzer._batchers = {name: MicroBatcher(model, batching) for name, model in models.items()} if batching else {}
         analyzer._lock = threading.Lock()
         analyzer._loading = False
         analyzer._report = LoadReport(
@@ -138,9 +146,12 @@ class SpeechEmotionAnalyzer:
             if self._report is None:
                 self._loading = True
                 try:
-                    self._report = load_preset(
+                    report = load_preset(
                         self.models_config, self.preset, models_dir=self.models_dir, device=self.device
                     )
+                    if self.batching:
+                        self._batchers = {name: MicroBatcher(m, self.batching) for name, m in report.models.items()}
+                    self._report = report
                 finally:
                     self._loading = False
             return self._report
@@ -267,12 +278,17 @@ class SpeechEmotionAnalyzer:
             )
         return analyses
 
-    @staticmethod
-    def _run_models(signals: list[np.ndarray], report: LoadReport, same_speaker: bool) -> list[list[ModelResult]]:
+    def _run_models(self, signals: list[np.ndarray], report: LoadReport, same_speaker: bool) -> list[list[ModelResult]]:
         per_clip: list[list[ModelResult]] = [[] for _ in signals]
         for name, model in report.models.items():
             t0 = time.perf_counter()
-            outputs = model.process_signals(signals, SAMPLING_RATE, same_speaker=same_speaker)
+            batcher = self._batchers.get(name)
+            if batcher is not None and not same_speaker:
+                # Independent clips may share a batch with other requests' clips; one speaker's
+                # clips are normalised together, so they go through the model on their own.
+                outputs = batcher.process_signals(signals)
+            else:
+                outputs = model.process_signals(signals, SAMPLING_RATE, same_speaker=same_speaker)
             seconds = (time.perf_counter() - t0) / len(signals)
             for results, output in zip(per_clip, outputs, strict=True):
                 results.append(ModelResult(name, model.info.display_name, output, seconds))
