@@ -348,7 +348,12 @@ def _from_cache(value: dict[str, Any] | None) -> tuple[list[ModelResult], Delive
     if value is None:
         return None
     results = [
-        ModelResult(m["name"], m["display_name"], ModelOutput(m["probabilities"], m["arousal"], m["valence"]), m["inference_time"])
+        ModelResult(
+            m["name"],
+            m["display_name"],
+            ModelOutput(m["probabilities"], m["arousal"], m["valence"]),
+            m["inference_time"],
+        )
         for m in value["models"]
     ]
     delivery = dict(value["delivery"])

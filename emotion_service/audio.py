@@ -104,7 +104,7 @@ def decode_base64(value: str) -> bytes:
         raise InvalidAudio("audio_data is empty; send the base64 of a recording.", error_code="EMPTY_AUDIO")
     bad = _NOT_BASE64.search(raw)
     if bad or len(raw.rstrip(b"=")) % 4 == 1:
-        where = f" (character {raw[bad.start():bad.start() + 1]!r} at position {bad.start()})" if bad else ""
+        where = f" (character {raw[bad.start() : bad.start() + 1]!r} at position {bad.start()})" if bad else ""
         raise InvalidAudio(
             f"audio_data is not valid base64{where}; encode the file bytes with standard base64 "
             "(Python: base64.b64encode(open(path, 'rb').read()).decode()).",
@@ -379,5 +379,7 @@ def load_audio(
         with open(audio, "rb") as file:
             data = file.read()
     except OSError as exc:
-        raise InvalidAudio(f"Cannot read {os.fspath(audio)!r}: {exc.strerror or exc}.", error_code="FILE_NOT_READABLE") from exc
+        raise InvalidAudio(
+            f"Cannot read {os.fspath(audio)!r}: {exc.strerror or exc}.", error_code="FILE_NOT_READABLE"
+        ) from exc
     return decode_audio(data, limits)

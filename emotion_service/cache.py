@@ -24,7 +24,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def cache_key(signals: Sequence[np.ndarray], index: int, model_versions: Iterable[tuple[str, str]], options: str = "") -> str:
+def cache_key(
+    signals: Sequence[np.ndarray], index: int, model_versions: Iterable[tuple[str, str]], options: str = ""
+) -> str:
     """Key of the outputs for ``signals[index]``.
 
     When the clips are analysed together as one speaker, every clip's outputs depend on the

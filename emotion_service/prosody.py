@@ -273,7 +273,7 @@ def measure(
         for start, end in _runs(speech):
             inside = voiced[start:end]
             for u_start, u_end in _runs(~inside):
-                if 0 < u_start and u_end < len(inside) and (u_end - u_start) * hop > options.voice_break:
+                if u_start > 0 and u_end < len(inside) and (u_end - u_start) * hop > options.voice_break:
                     breaks += 1
     return DeliveryMetrics(
         duration=duration,

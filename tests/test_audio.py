@@ -57,7 +57,11 @@ SOUNDFILE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("fmt,rate,channels,container,subtype", SOUNDFILE_CASES, ids=[f"{c[3]}-{c[4]}-{c[1]}-{c[2]}ch" for c in SOUNDFILE_CASES])
+@pytest.mark.parametrize(
+    "fmt,rate,channels,container,subtype",
+    SOUNDFILE_CASES,
+    ids=[f"{c[3]}-{c[4]}-{c[1]}-{c[2]}ch" for c in SOUNDFILE_CASES],
+)
 def test_soundfile_formats(fmt, rate, channels, container, subtype):
     data = encode(tone(2.0, rate, channels=channels), rate=rate, format=container, subtype=subtype)
     assert sniff_format(data) == fmt
@@ -70,7 +74,11 @@ def test_soundfile_formats(fmt, rate, channels, container, subtype):
     assert np.sqrt(np.mean(decoded.signal**2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
 
 
-PYAV_CASES = [("m4a", "mp4", "aac", 44_100, 2), ("aac", "adts", "aac", 22_050, 1), ("webm", "webm", "libopus", 48_000, 2)]
+PYAV_CASES = [
+    ("m4a", "mp4", "aac", 44_100, 2),
+    ("aac", "adts", "aac", 22_050, 1),
+    ("webm", "webm", "libopus", 48_000, 2),
+]
 
 
 @pytest.mark.parametrize("fmt,container,codec,rate,channels", PYAV_CASES, ids=[c[0] for c in PYAV_CASES])
@@ -150,7 +158,14 @@ def test_base64_variants(text):
 
 @pytest.mark.parametrize(
     "value,code",
-    [("", "EMPTY_AUDIO"), ("data:audio/wav;base64,", "EMPTY_AUDIO"), ("%%%%", "INVALID_BASE64"), ("abcde", "INVALID_BASE64"), ("data:audio/wav,AAAA", "INVALID_BASE64"), ("QUJD\u00e9", "INVALID_BASE64")],
+    [
+        ("", "EMPTY_AUDIO"),
+        ("data:audio/wav;base64,", "EMPTY_AUDIO"),
+        ("%%%%", "INVALID_BASE64"),
+        ("abcde", "INVALID_BASE64"),
+        ("data:audio/wav,AAAA", "INVALID_BASE64"),
+        ("QUJD\u00e9", "INVALID_BASE64"),
+    ],
 )
 def test_bad_base64(value, code):
     with pytest.raises(InvalidAudio) as info:
@@ -161,7 +176,16 @@ def test_bad_base64(value, code):
 def wav_header(channels: int, rate: int, bits: int = 16, data_bytes: int = 0xFFFFFFF0) -> bytes:
     block = channels * bits // 8
     fmt = struct.pack("<HHIIHH", 1, channels, rate, (rate * block) & 0xFFFFFFFF, block & 0xFFFF, bits)
-    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 LIMITS = AudioLimits(max_bytes=5_000_000, min_seconds=0.5, max_seconds=30)
@@ -180,13 +204,21 @@ BAD = [
     ("ogg magic then noise", b"OggS" + np.random.default_rng(3).bytes(2000), "CORRUPT_AUDIO"),
     ("wav claiming 60000 channels", wav_header(60_000, 16_000) + bytes(4000), None),
     ("wav claiming 1 Hz", wav_header(1, 1) + bytes(4000), None),
-    ("wav claiming hours of audio", wav_header(1, 16_000) + encode(voice_like(0.2), subtype="PCM_16")[44:], "AUDIO_TOO_SHORT"),
+    (
+        "wav claiming hours of audio",
+        wav_header(1, 16_000) + encode(voice_like(0.2), subtype="PCM_16")[44:],
+        "AUDIO_TOO_SHORT",
+    ),
     ("silence", encode(np.zeros(32_000, np.float32)), "SILENT_AUDIO"),
     ("near-silence", encode(np.full(32_000, 1e-5, np.float32), subtype="FLOAT"), "SILENT_AUDIO"),
     ("too short", encode(voice_like(0.2)), "AUDIO_TOO_SHORT"),
     ("too long", encode(voice_like(31.0), format="FLAC"), "AUDIO_TOO_LONG"),
     ("NaN", encode(np.full(16_000, np.nan, np.float32), subtype="FLOAT"), "INVALID_SAMPLES"),
-    ("inf", encode(np.where(np.arange(16_000) == 5, np.inf, 0.1).astype(np.float32), subtype="FLOAT"), "INVALID_SAMPLES"),
+    (
+        "inf",
+        encode(np.where(np.arange(16_000) == 5, np.inf, 0.1).astype(np.float32), subtype="FLOAT"),
+        "INVALID_SAMPLES",
+    ),
 ]
 
 
@@ -218,7 +250,12 @@ def test_decompression_bomb_stops_at_the_duration_limit():
 
 def test_random_mutations_never_escape_as_other_errors():
     rng = np.random.default_rng(7)
-    seeds = [CLIP, encode(voice_like(1.0), format="FLAC"), encode(voice_like(1.0), format="MP3"), pyav_encode(tone(1.0, 44_100), 44_100, "mp4", "aac")]
+    seeds = [
+        CLIP,
+        encode(voice_like(1.0), format="FLAC"),
+        encode(voice_like(1.0), format="MP3"),
+        pyav_encode(tone(1.0, 44_100), 44_100, "mp4", "aac"),
+    ]
     for i in range(120):
         data = bytearray(seeds[i % len(seeds)])
         for _ in range(int(rng.integers(1, 20))):
