@@ -30,6 +30,7 @@ _RATE = 8_000  # pitch and intensity need nothing above 4 kHz
 _HOP = 80  # 10 ms
 _FRAME = 320  # 40 ms for pitch: two periods of a 50 Hz voice
 _LOUDNESS_FRAME = 160  # 20 ms for intensity: a longer window would blur pause edges
+_CHUNK_FRAMES = 3_000  # 30 s of frames per block: bounded memory whatever the length
 
 
 @dataclass(frozen=True)
@@ -176,27 +177,42 @@ def _yin(frames: np.ndarray, floor: float, ceiling: float) -> tuple[np.ndarray, 
     return f0.astype(np.float32), aperiodicity.astype(np.float32)
 
 
-def contours(signal: np.ndarray, sampling_rate: int = SAMPLING_RATE, options: ProsodyOptions | None = None) -> Contours:
+def _chunked_yin(frames: np.ndarray, rows: np.ndarray, floor: float, ceiling: float) -> tuple[np.ndarray, np.ndarray]:
+    """YIN on ``frames[rows]``, a block at a time so that memory stays flat for hour-long audio."""
+    f0 = np.zeros(len(rows), np.float32)
+    aperiodicity = np.ones(len(rows), np.float32)
+    for start in range(0, len(rows), _CHUNK_FRAMES):
+        block = rows[start : start + _CHUNK_FRAMES]
+        f0[start : start + len(block)], aperiodicity[start : start + len(block)] = _yin(frames[block], floor, ceiling)
+    return f0, aperiodicity
+
+
+def contours(
+    signal: np.ndarray, sampling_rate: int = SAMPLING_RATE, options: ProsodyOptions | None = None
+) -> Contours:
     """Intensity, speech/silence and F0 every 10 ms."""
     options = options or ProsodyOptions()
     x = np.asarray(signal, dtype=np.float32)
     if sampling_rate != _RATE:
         x = soxr.resample(x, sampling_rate, _RATE, quality="MQ").astype(np.float32, copy=False)
-    frames = _frames(x)
-    intensity = _intensity_db(_frames(x, _LOUDNESS_FRAME))
+    frames = _frames(x)  # a strided view: no copy
+    loudness_frames = _frames(x, _LOUDNESS_FRAME)
+    intensity = np.concatenate(
+        [_intensity_db(loudness_frames[i : i + _CHUNK_FRAMES]) for i in range(0, len(loudness_frames), _CHUNK_FRAMES)]
+    )
     threshold = max(float(np.quantile(intensity, 0.99)) - options.silence_db, -70.0)
     speech = intensity > threshold
 
     f0 = np.zeros(len(frames), np.float32)
     candidates = np.flatnonzero(speech)
     if candidates.size:
-        first, aper = _yin(frames[candidates], options.pitch_floor, options.pitch_ceiling)
+        first, aper = _chunked_yin(frames, candidates, options.pitch_floor, options.pitch_ceiling)
         voiced = aper < options.voicing_threshold
         if voiced.sum() >= 5:
             q1, q3 = np.quantile(first[voiced], [0.25, 0.75])
             floor = max(options.pitch_floor, 0.75 * q1)
             ceiling = min(options.pitch_ceiling * 2, 1.5 * q3)
-            second, aper = _yin(frames[candidates], floor, ceiling)
+            second, aper = _chunked_yin(frames, candidates, floor, ceiling)
             voiced = (aper < options.voicing_threshold) & (second >= floor * 0.95) & (second <= ceiling * 1.05)
             f0[candidates[voiced]] = second[voiced]
         else:

@@ -112,3 +112,17 @@ def test_fast_enough():
     started = time.perf_counter()
     measure(x)
     assert 60.0 / (time.perf_counter() - started) > 30  # the benchmark target is 100x; leave room for noisy CI
+
+
+def test_memory_stays_proportional_to_the_audio():
+    import tracemalloc
+
+    x = np.tile(np.concatenate([voice_like(5.0), np.zeros(8000, np.float32)]), 55)  # about 5 minutes
+    tracemalloc.start()
+    try:
+        m = measure(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert m.pause_count == 54
+    assert peak < 4 * x.nbytes  # the per-frame work is done in 30 s blocks
