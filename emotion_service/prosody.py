@@ -30,7 +30,7 @@ _RATE = 8_000  # pitch and intensity need nothing above 4 kHz
 _HOP = 80  # 10 ms
 _FRAME = 320  # 40 ms for pitch: two periods of a 50 Hz voice
 _LOUDNESS_FRAME = 160  # 20 ms for intensity: a longer window would blur pause edges
-_CHUNK_FRAMES = 3_000  # 30 s of frames per block: bounded memory whatever the length
+_CHUNK_FRAMES = 1_000  # 10 s of frames per block: bounded memory whatever the length
 
 
 @dataclass(frozen=True)
