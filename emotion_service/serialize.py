@@ -11,6 +11,7 @@ from .analyzer import AnalysisResult, SessionResult
 from .assessment import LEVELS, Assessment, SessionSummary
 from .audio import DecodedAudio
 from .ensemble import EnsembleResult, ModelResult
+from .interview import InterviewResult, Trend
 from .labels import display_name
 from .prosody import DeliveryMetrics
 
@@ -136,11 +137,92 @@ def session_json(result: SessionResult, lang: str) -> dict[str, Any]:
         else:
             assert outcome.error is not None
             segments.append(
-                {"index": outcome.index, "success": False, "error_code": outcome.error.error_code,
-                 "message": outcome.error.message}
+                {
+                    "index": outcome.index,
+                    "success": False,
+                    "error_code": outcome.error.error_code,
+                    "message": outcome.error.message,
+                }
             )
     return {
         "results": segments,
         "session_summary": summary_json(result.summary, lang) if result.summary else None,
         "segments_failed": sum(1 for s in segments if not s["success"]),
+    }
+
+
+def _trend_json(trend: Trend) -> dict[str, float]:
+    return {
+        "mean": round(trend.mean, 4),
+        "sd": round(trend.sd, 4),
+        "slope_per_minute": round(trend.slope_per_minute, 4),
+        "first_third": round(trend.first_third, 4),
+        "last_third": round(trend.last_third, 4),
+    }
+
+
+def interview_json(result: InterviewResult, lang: str) -> dict[str, Any]:
+    """A whole interview: timeline, per-question summaries, delivery and the session assessment."""
+    a = result.assessment
+    return {
+        "basic_info": basic_info_json(result.audio, len(result.timeline[0].result.models) if result.timeline else 0),
+        "delivery": delivery_json(result.delivery),
+        "timeline": [
+            {
+                "index": e.index,
+                "start": round(e.start, 3),
+                "end": round(e.end, 3),
+                "question": e.question,
+                "emotion": display_name(e.result.ensemble.label, lang),
+                "emotion_label": e.result.ensemble.label,
+                "confidence": round(e.result.ensemble.confidence, 4),
+                "probabilities": _probabilities(e.result.ensemble.probabilities),
+                "valence": round(e.valence, 4),
+                "arousal": round(e.arousal, 4),
+                "delivery": delivery_json(e.result.delivery) if e.result.delivery else None,
+            }
+            for e in result.timeline
+        ],
+        "questions": [
+            {
+                "index": q.index,
+                "label": q.label,
+                "start": round(q.start, 3),
+                "end": round(q.end, 3),
+                "segments": q.segments,
+                "dominant_emotion_label": q.dominant_label,
+                "dominant_emotion": display_name(q.dominant_label, lang) if q.dominant_label else None,
+                "delivery": delivery_json(q.delivery),
+            }
+            for q in result.questions
+        ],
+        "session_summary": summary_json(result.summary, lang) if result.summary else None,
+        "assessment": None
+        if a is None
+        else {
+            "dominant_emotion_label": a.dominant_label,
+            "dominant_emotion": display_name(a.dominant_label, lang),
+            "dominant_share": round(a.dominant_share, 4),
+            "emotion_changes": a.emotion_changes,
+            "changes_per_minute": round(a.changes_per_minute, 4),
+            "dimensions": a.dimensions,
+            "valence": _trend_json(a.valence),
+            "arousal": _trend_json(a.arousal),
+            "direction": a.direction,
+            "moments": [
+                {
+                    "segment": m.index,
+                    "start": round(m.start, 3),
+                    "end": round(m.end, 3),
+                    "dimension": m.dimension,
+                    "value": round(m.value, 4),
+                    "z": round(m.z, 3),
+                }
+                for m in a.moments
+            ],
+            "average_score": a.average_score,
+            "emotion_type": a.emotion_type,
+            "recommendations": [{"code": r.code, "text": r.text, "evidence": r.evidence} for r in a.recommendations],
+        },
+        "segments_skipped": result.segments_skipped,
     }
