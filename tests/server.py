@@ -37,7 +37,7 @@ def running(command: Sequence[str], port: int, env: dict[str, str] | None = None
     try:
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}:\n{process.stdout.read()}")
+                raise AssertionError(f"server exited with {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
             try:
                 status = requests.get(url + "/health", timeout=5).json()["data"]["status"]
                 if status in ready:
@@ -56,3 +56,6 @@ def running(command: Sequence[str], port: int, env: dict[str, str] | None = None
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        assert process.stdout is not None
+        process.output = process.stdout.read()  # type: ignore[attr-defined]  # what it printed, for assertions
+        process.stdout.close()

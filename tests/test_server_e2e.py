@@ -18,7 +18,7 @@ def test_start_api_server_passes_test_api():
         checker = test_api.run(url, timeout=60)
         assert checker.failures == [], checker.failures
         assert checker.passed >= 20
-    output = process.stdout.read()
+    output = process.output
     assert f"http://127.0.0.1:{port}" in output
     assert "model bundled" in output
 
