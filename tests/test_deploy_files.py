@@ -57,4 +57,6 @@ def test_dockerfile():
             assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
     requirements = (ROOT / "requirements.txt").read_text()
     torch_pin = next(line for line in requirements.splitlines() if line.startswith("torch=="))
-    assert any(torch_pin in r.value[0] for r in by["RUN"]), "the Dockerfile must install the same torch as requirements.txt"
+    assert any(torch_pin in r.value[0] for r in by["RUN"]), (
+        "the Dockerfile must install the same torch as requirements.txt"
+    )

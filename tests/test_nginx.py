@@ -96,7 +96,9 @@ def test_nginx_balances_two_api_processes_and_passes_large_uploads(tmp_path):
         over = requests.post(url + "/analyze", files={"audio": ("over.wav", bytes(30_000_000))}, timeout=120)
         assert over.status_code == 413 and over.json()["error_code"] == "PAYLOAD_TOO_LARGE"
         # Over nginx's limit: nginx answers, in the API's envelope.
-        huge = requests.post(url + "/analyze", data=bytes(70_000_000), headers={"Content-Type": "audio/wav"}, timeout=120)
+        huge = requests.post(
+            url + "/analyze", data=bytes(70_000_000), headers={"Content-Type": "audio/wav"}, timeout=120
+        )
         assert huge.status_code == 413 and huge.json()["error_code"] == "PAYLOAD_TOO_LARGE"
 
         # Nothing was buffered to disk by nginx.
