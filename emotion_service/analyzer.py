@@ -40,8 +40,8 @@ class AnalysisResult:
 
     audio: DecodedAudio
     models: list[ModelResult]
-    ensemble: EnsembleResult
-    assessment: Assessment
+    ensemble: EnsembleResult | None  # None when emotion inference is off (EMOTION_INFERENCE=off)
+    assessment: Assessment | None
     processing_time: float
     delivery: DeliveryMetrics | None = None
     cached: bool = False
@@ -81,6 +81,8 @@ class SpeechEmotionAnalyzer:
         limits: Limits on the audio accepted.
         cache: Where to keep model outputs of audio already analysed (None: no cache).
         batching: Group clips of concurrent requests per model (None: each request on its own).
+        emotion_inference: False loads no emotion model and serves delivery metrics only
+            (``EMOTION_INFERENCE=off``, for places where emotion recognition at work is forbidden).
         load: Load the models now (default). The server passes False and loads in the background.
     """
 
@@ -94,6 +96,7 @@ class SpeechEmotionAnalyzer:
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
+        emotion_inference: bool = True,
         load: bool = True,
     ) -> None:
         self.preset = preset
@@ -104,6 +107,7 @@ class SpeechEmotionAnalyzer:
         self.limits = limits or AudioLimits()
         self.cache = cache
         self.batching = batching
+        self.emotion_inference = emotion_inference
         self._batchers: dict[str, MicroBatcher] = {}
         self._report: LoadReport | None = None
         self._lock = threading.Lock()
@@ -130,6 +134,7 @@ class SpeechEmotionAnalyzer:
         analyzer.limits = limits or AudioLimits()
         analyzer.cache = cache
         analyzer.batching = batching
+        analyzer.emotion_inference = True
         analyzer._batchers = {name: MicroBatcher(model, batching) for name, model in models.items()} if batching else {}
         analyzer._lock = threading.Lock()
         analyzer._loading = False
@@ -143,6 +148,8 @@ class SpeechEmotionAnalyzer:
     def load(self) -> LoadReport:
         """Load the preset's models (once; later calls return the same report)."""
         with self._lock:
+            if self._report is None and not self.emotion_inference:
+                self._report = LoadReport(preset=self.preset)
             if self._report is None:
                 self._loading = True
                 try:
@@ -179,7 +186,7 @@ class SpeechEmotionAnalyzer:
         report = self._report
         if report is None:
             raise ModelUnavailable("The models are still loading; retry in a few seconds.", error_code="MODELS_LOADING")
-        if not report.models:
+        if not report.models and self.emotion_inference:
             reasons = "; ".join(f"{f.name}: {f.reason}" for f in report.failures) or "the preset has no models"
             raise ModelUnavailable(
                 f"No emotion model is loaded ({reasons}). See /health, and the README section "
@@ -236,9 +243,10 @@ class SpeechEmotionAnalyzer:
         )
         for (index, _), result in zip(decoded, results, strict=True):
             outcomes[index] = SegmentOutcome(index=index, result=result)
+        ensembles = [r.ensemble for r in results if r.ensemble is not None]
         summary = (
-            summarise_session([r.ensemble for r in results], [r.audio.duration for r in results], lang=lang)
-            if results
+            summarise_session(ensembles, [r.audio.duration for r in results], lang=lang)
+            if results and len(ensembles) == len(results)
             else None
         )
         return SessionResult(segments=[outcomes[i] for i in range(len(segments))], summary=summary)
@@ -253,6 +261,13 @@ class SpeechEmotionAnalyzer:
         started: float,
     ) -> list[AnalysisResult]:
         signals = [clip.signal for clip in clips]
+        if not report.models:  # emotion inference is off: delivery metrics only
+            return [
+                AnalysisResult(
+                    clip, [], None, None, time.perf_counter() - started, measure(clip.signal, clip.sampling_rate)
+                )
+                for clip in clips
+            ]
         cached = self._cached(signals, report, same_speaker)
         fresh = self._run_models(signals, report, same_speaker) if any(c is None for c in cached) else None
         analyses = []

@@ -94,8 +94,8 @@ class TimelineEntry:
     end: float
     question: int | None  # 1-based index of the client's range it belongs to
     result: AnalysisResult
-    valence: float
-    arousal: float
+    valence: float | None  # None when emotion inference is off
+    arousal: float | None
 
 
 @dataclass(frozen=True)
@@ -147,18 +147,19 @@ class Recommendation:
 class InterviewAssessment:
     """The session assessment: stability, trends, moments and advice."""
 
-    dominant_label: str
-    dominant_share: float
-    emotion_changes: int
-    changes_per_minute: float
-    dimensions: str  # "model" (estimated by a model) or "derived" (from the categories)
-    valence: Trend
-    arousal: Trend
-    direction: str  # settled / tensed / steady
-    moments: list[Moment]
-    average_score: float
-    emotion_type: str
     recommendations: list[Recommendation]
+    # The emotion findings; all None (moments empty) when emotion inference is off.
+    dominant_label: str | None = None
+    dominant_share: float | None = None
+    emotion_changes: int | None = None
+    changes_per_minute: float | None = None
+    dimensions: str | None = None  # "model" (estimated by a model) or "derived" (from the categories)
+    valence: Trend | None = None
+    arousal: Trend | None = None
+    direction: str | None = None  # settled / tensed / steady
+    moments: list[Moment] = field(default_factory=list)
+    average_score: float | None = None
+    emotion_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,23 +269,25 @@ def analyze_interview(
             if outcome.result is None:
                 skipped += 1  # e.g. shorter than MIN_AUDIO_SECONDS
                 continue
-            valence, arousal, from_model = _dimensions(outcome.result)
-            any_model_dimensions |= from_model
+            valence = arousal = None
+            if outcome.result.ensemble is not None:
+                valence, arousal, from_model = _dimensions(outcome.result)
+                any_model_dimensions |= from_model
             timeline.append(
                 TimelineEntry(len(timeline), seg.start, seg.end, question, outcome.result, valence, arousal)
             )
         report(0.15 + 0.8 * min(1.0, (first + len(batch)) / max(1, len(pieces))))
 
     questions = [_question(i + 1, r, signal, timeline) for i, r in enumerate(ranges)]
-    if not timeline:
-        summary = assessment = None
-    else:
-        summary = summarise_session(
-            [e.result.ensemble for e in timeline],
-            [e.end - e.start for e in timeline],
-            lang=lang,
-            rules=rules.assessment,
-        )
+    summary = assessment = None
+    if timeline:
+        if analyzer.emotion_inference:
+            summary = summarise_session(
+                [e.result.ensemble for e in timeline],  # type: ignore[misc]
+                [e.end - e.start for e in timeline],
+                lang=lang,
+                rules=rules.assessment,
+            )
         assessment = assess_interview(
             timeline,
             questions,
@@ -333,7 +336,9 @@ def _question(number: int, r: QuestionRange, signal: np.ndarray, timeline: list[
     part = signal[int(r.start * SAMPLING_RATE) : int(r.end * SAMPLING_RATE)]
     weights: dict[str, float] = {}
     for e in entries:
-        weights[e.result.ensemble.label] = weights.get(e.result.ensemble.label, 0.0) + e.end - e.start
+        if e.result.ensemble is not None:
+            label = e.result.ensemble.label
+            weights[label] = weights.get(label, 0.0) + e.end - e.start
     return QuestionSummary(
         index=number,
         start=r.start,
@@ -459,26 +464,48 @@ def assess_interview(
     timeline: Sequence[TimelineEntry],
     questions: Sequence[QuestionSummary],
     delivery: DeliveryMetrics,
-    summary: SessionSummary,
+    summary: SessionSummary | None,
     *,
     lang: str = "zh",
     speech_lang: str = "zh",
     rules: InterviewRules = DEFAULT_INTERVIEW_RULES,
     dimensions: str = "derived",
 ) -> InterviewAssessment:
-    """Assess the interview from its timeline, relative to the candidate's own baseline."""
-    durations = np.array([e.end - e.start for e in timeline])
-    times = np.array([(e.start + e.end) / 2 for e in timeline])
-    valence = _trend(times, np.array([e.valence for e in timeline]), durations)
-    arousal = _trend(times, np.array([e.arousal for e in timeline]), durations)
-    minutes = max(delivery.duration / 60.0, 1e-9)
-    changes = summary.stability.changes
+    """Assess the interview from its timeline, relative to the candidate's own baseline.
+
+    ``summary`` is None when emotion inference is off: the assessment then has delivery advice only.
+    """
     advice: list[Recommendation] = []
 
     def add(code: str, evidence: dict[str, Any], **fmt: Any) -> None:
         text = _TEXT[code][lang].format(**fmt)
         advice.append(Recommendation(code, text[:1].upper() + text[1:], evidence))
 
+    findings = _emotion_findings(add, timeline, delivery, summary, lang, rules, dimensions) if summary else {}
+    _delivery_advice(add, timeline, questions, delivery, speech_lang, rules, lang)
+    if summary:
+        durations = np.array([e.end - e.start for e in timeline])
+        confidence = float(np.average([e.result.ensemble.confidence for e in timeline], weights=durations))  # type: ignore[union-attr]
+        if confidence < rules.assessment.medium_confidence:
+            add("weak_signal", {"mean_confidence": round(confidence, 3)}, p=confidence)
+    return InterviewAssessment(recommendations=advice, **findings)
+
+
+def _emotion_findings(
+    add: Callable[..., None],
+    timeline: Sequence[TimelineEntry],
+    delivery: DeliveryMetrics,
+    summary: SessionSummary,
+    lang: str,
+    rules: InterviewRules,
+    dimensions: str,
+) -> dict[str, Any]:
+    durations = np.array([e.end - e.start for e in timeline])
+    times = np.array([(e.start + e.end) / 2 for e in timeline])
+    valence = _trend(times, np.array([e.valence for e in timeline]), durations)
+    arousal = _trend(times, np.array([e.arousal for e in timeline]), durations)
+    minutes = max(delivery.duration / 60.0, 1e-9)
+    changes = summary.stability.changes
     name = display_name(summary.dominant_label, lang)
     add(
         "dominant",
@@ -540,26 +567,19 @@ def assess_interview(
             z=abs(m.z),
         )
 
-    _delivery_advice(add, timeline, questions, delivery, speech_lang, rules, lang)
-
-    mean_confidence = float(np.average([e.result.ensemble.confidence for e in timeline], weights=durations))
-    if mean_confidence < rules.assessment.medium_confidence:
-        add("weak_signal", {"mean_confidence": round(mean_confidence, 3)}, p=mean_confidence)
-
-    return InterviewAssessment(
-        dominant_label=summary.dominant_label,
-        dominant_share=summary.stability.dominant_share,
-        emotion_changes=changes,
-        changes_per_minute=changes / minutes,
-        dimensions=dimensions,
-        valence=valence,
-        arousal=arousal,
-        direction=direction,
-        moments=moments,
-        average_score=summary.average_score,
-        emotion_type=emotion_type(summary.distribution),
-        recommendations=advice,
-    )
+    return {
+        "dominant_label": summary.dominant_label,
+        "dominant_share": summary.stability.dominant_share,
+        "emotion_changes": changes,
+        "changes_per_minute": changes / minutes,
+        "dimensions": dimensions,
+        "valence": valence,
+        "arousal": arousal,
+        "direction": direction,
+        "moments": moments,
+        "average_score": summary.average_score,
+        "emotion_type": emotion_type(summary.distribution),
+    }
 
 
 def _moments(timeline: Sequence[TimelineEntry], valence: Trend, arousal: Trend, rules: InterviewRules) -> list[Moment]:

@@ -11,7 +11,7 @@ from .analyzer import AnalysisResult, SessionResult
 from .assessment import LEVELS, Assessment, SessionSummary
 from .audio import DecodedAudio
 from .ensemble import EnsembleResult, ModelResult
-from .interview import InterviewResult, Trend
+from .interview import InterviewResult, TimelineEntry, Trend
 from .labels import display_name
 from .prosody import DeliveryMetrics
 
@@ -101,8 +101,8 @@ def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
     data = {
         "basic_info": basic_info_json(result.audio, len(result.models)),
         "models_results": [model_result_json(r, lang) for r in result.models],
-        "final_result": final_result_json(result.ensemble, lang),
-        "interview_assessment": assessment_json(result.assessment, lang),
+        "final_result": final_result_json(result.ensemble, lang) if result.ensemble else None,
+        "interview_assessment": assessment_json(result.assessment, lang) if result.assessment else None,
         "processing_time": round(result.processing_time, 4),
         "cached": result.cached,
     }
@@ -161,6 +161,21 @@ def _trend_json(trend: Trend) -> dict[str, float]:
     }
 
 
+def _timeline_emotion(entry: TimelineEntry, lang: str) -> dict[str, Any]:
+    ensemble = entry.result.ensemble
+    if ensemble is None:
+        return {"emotion": None, "emotion_label": None, "confidence": None, "probabilities": None,
+                "valence": None, "arousal": None}  # fmt: skip
+    return {
+        "emotion": display_name(ensemble.label, lang),
+        "emotion_label": ensemble.label,
+        "confidence": round(ensemble.confidence, 4),
+        "probabilities": _probabilities(ensemble.probabilities),
+        "valence": _rounded(entry.valence),
+        "arousal": _rounded(entry.arousal),
+    }
+
+
 def interview_json(result: InterviewResult, lang: str) -> dict[str, Any]:
     """A whole interview: timeline, per-question summaries, delivery and the session assessment."""
     a = result.assessment
@@ -173,12 +188,7 @@ def interview_json(result: InterviewResult, lang: str) -> dict[str, Any]:
                 "start": round(e.start, 3),
                 "end": round(e.end, 3),
                 "question": e.question,
-                "emotion": display_name(e.result.ensemble.label, lang),
-                "emotion_label": e.result.ensemble.label,
-                "confidence": round(e.result.ensemble.confidence, 4),
-                "probabilities": _probabilities(e.result.ensemble.probabilities),
-                "valence": round(e.valence, 4),
-                "arousal": round(e.arousal, 4),
+                **_timeline_emotion(e, lang),
                 "delivery": delivery_json(e.result.delivery) if e.result.delivery else None,
             }
             for e in result.timeline
@@ -201,13 +211,13 @@ def interview_json(result: InterviewResult, lang: str) -> dict[str, Any]:
         if a is None
         else {
             "dominant_emotion_label": a.dominant_label,
-            "dominant_emotion": display_name(a.dominant_label, lang),
-            "dominant_share": round(a.dominant_share, 4),
+            "dominant_emotion": display_name(a.dominant_label, lang) if a.dominant_label else None,
+            "dominant_share": _rounded(a.dominant_share),
             "emotion_changes": a.emotion_changes,
-            "changes_per_minute": round(a.changes_per_minute, 4),
+            "changes_per_minute": _rounded(a.changes_per_minute),
             "dimensions": a.dimensions,
-            "valence": _trend_json(a.valence),
-            "arousal": _trend_json(a.arousal),
+            "valence": _trend_json(a.valence) if a.valence else None,
+            "arousal": _trend_json(a.arousal) if a.arousal else None,
             "direction": a.direction,
             "moments": [
                 {
