@@ -22,10 +22,10 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             from emotion_service.config import Settings
-            from emotion_service.server import configure_logging
+            from emotion_service.logs import configure_logging
 
             settings = Settings.from_env()
-            configure_logging(settings.log_level)
+            configure_logging(settings)
             _app = create_app(settings, load_models="background")
         return _app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

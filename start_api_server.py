@@ -1,8 +1,9 @@
 """The recommended way to start the service.
 
-Checks dependencies and settings, then serves with gunicorn (one process, request threads
-sharing one copy of the models), loads the models before accepting requests and prints the URL.
-Every flag is also an environment variable (``--port`` = ``PORT``); flags win.
+Checks dependencies and settings, then serves with gunicorn (``WORKERS`` processes, default one,
+whose request threads share one copy of the models), loads the models before accepting requests
+and prints the URL and whether API keys are required. Every flag is also an environment variable
+(``--port`` = ``PORT``); flags win.
 
     python start_api_server.py                      # bundled offline model, http://127.0.0.1:5000
     python start_api_server.py --model-preset full --models-dir models
@@ -11,7 +12,7 @@ Every flag is also an environment variable (``--port`` = ``PORT``); flags win.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import sys
 
 REQUIRED = {
@@ -24,18 +25,26 @@ REQUIRED = {
     "torch": "torch",
     "transformers": "transformers",
     "librosa": "librosa",
+    "prometheus_client": "prometheus-client",
+    "flask_limiter": "flask-limiter",
 }
 
 
-def check_dependencies() -> list[str]:
-    """Return the pip names of required packages that cannot be imported."""
-    missing = []
-    for module, package in REQUIRED.items():
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(package)
-    return missing
+def check_dependencies(required: dict[str, str] = REQUIRED) -> list[str]:
+    """Return the pip names of required packages that are not installed.
+
+    The packages are found, not imported: prometheus_client must first be imported in the
+    workers, after the server has set up its multiprocess directory.
+    """
+    return [package for module, package in required.items() if importlib.util.find_spec(module) is None]
+
+
+def describe_rate_limits(settings) -> str:
+    """One line on the rate limits, e.g. ``120/minute per key or client, in Redis``."""
+    if settings.rate_limits == "off":
+        return "off"
+    where = "in Redis" if settings.redis_url else "in memory per process"
+    return f"{settings.rate_limits} per key or client, {where}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Missing packages: {', '.join(missing)}. Install them with: pip install -r requirements.txt", file=sys.stderr)
         return 1
 
+    from emotion_service.auth import load_api_keys
     from emotion_service.config import SETTINGS, Settings, load_models_config, parse_setting
     from emotion_service.errors import ConfigError
+    from emotion_service.logs import configure_logging
     from emotion_service.server import serve
 
     args = build_parser().parse_args(argv)
@@ -63,10 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {s.attr: parse_setting(s, getattr(args, s.attr)) for s in SETTINGS if getattr(args, s.attr) is not None}
         settings = Settings.from_env(**overrides)
         load_models_config(settings.models_config).preset(settings.model_preset)
+        api_keys = load_api_keys(settings)
+        configure_logging(settings)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    print(f"Starting on {settings.host}:{settings.port} with preset {settings.model_preset!r}; loading models...", flush=True)
+    if settings.redis_url and check_dependencies({"redis": "redis"}):
+        print("REDIS_URL is set but the redis package is missing: pip install -r requirements.txt", file=sys.stderr)
+        return 1
+    print(api_keys.describe(), flush=True)
+    print(f"Rate limits: {describe_rate_limits(settings)}", flush=True)
+    print(
+        f"Starting on {settings.host}:{settings.port} with preset {settings.model_preset!r}, "
+        f"{settings.workers} worker{'s' if settings.workers > 1 else ''}; loading models...",
+        flush=True,
+    )
     serve(settings)
     return 0
 

@@ -2,7 +2,9 @@
 
 This is the only module that knows about Flask. Requests are validated here; the analyzer gets
 decoded inputs and returns dataclasses, which are turned into the spec's
-``{success, message, data}`` envelope only here.
+``{success, message, data}`` envelope only here. The production checks that need the request
+live here too: API keys (:mod:`.auth` decides which), rate limits (flask-limiter), request
+metrics (:mod:`.metrics`) and access logs (:mod:`.logs`).
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, Request, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import __version__
+from . import __version__, logs, metrics
 from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
 from .audio import AudioLimits, decode_base64
+from .auth import HEADER as API_KEY_HEADER
+from .auth import ApiKeys, load_api_keys
 from .config import LANGS, Settings, load_models_config
-from .errors import InvalidRequest, PayloadTooLarge, ServiceError
+from .errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized
 from .serialize import analysis_json, session_json
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("emotion_service.access")
 
 MESSAGES = {
     "ok": {"zh": "分析完成", "en": "Analysis complete"},
@@ -209,7 +217,7 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 def index():
     return envelope(True, "Speech emotion analysis API", {
         "version": __version__,
-        "endpoints": ["GET /health", "POST /analyze", "POST /batch_analyze"],
+        "endpoints": ["GET /health", "GET /metrics", "POST /analyze", "POST /batch_analyze"],
         "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
     })
 
@@ -258,11 +266,18 @@ def health():
     return response
 
 
+@bp.get("/metrics", endpoint="metrics")
+def metrics_endpoint():
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
 @bp.post("/analyze")
 def analyze():
     lang = _lang()
     audio = single_audio_from_request()
     result = _analyzer().analyze(audio, lang=lang)
+    metrics.record_analysis(result)
     return envelope(True, MESSAGES["ok"][lang], analysis_json(result, lang))
 
 
@@ -271,6 +286,7 @@ def batch_analyze():
     lang = _lang()
     settings: Settings = current_app.config["SETTINGS"]
     items = batch_segments_from_request(settings.max_batch_segments)
+    metrics.record_batch(len(items))
     # Segments that failed to arrive (bad base64, too large) keep their place in the response.
     arrived = [index for index, item in enumerate(items) if isinstance(item, bytes)]
     session = _analyzer().analyze_session([items[i] for i in arrived], lang=lang)
@@ -279,6 +295,8 @@ def batch_analyze():
     ]
     for index, outcome in zip(arrived, session.segments, strict=True):
         outcomes.append(SegmentOutcome(index=index, result=outcome.result, error=outcome.error))
+        if outcome.result is not None:
+            metrics.record_analysis(outcome.result)
     session = SessionResult(segments=sorted(outcomes, key=lambda o: o.index), summary=session.summary)
     data = session_json(session, lang)
     if session.summary is None:
@@ -308,6 +326,12 @@ def _http_error(exc: HTTPException):
             f"The request is larger than the limit of {settings.max_request_mb:g} MB (MAX_REQUEST_MB); "
             "send a shorter or compressed recording, or fewer segments."
         )
+    elif isinstance(exc, TooManyRequests):
+        key = "API key" if g.get("api_key_id") else "client address"
+        message = (
+            f"Too many requests: the limit is {exc.description} per {key} (RATE_LIMITS); "
+            "wait the number of seconds in the Retry-After header, then retry."
+        )
     else:
         message = exc.description or exc.name
     return envelope(False, message, None, _HTTP_CODES.get(status, "HTTP_ERROR"), status)
@@ -322,17 +346,96 @@ def _before() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
+    logs.request_id.set(g.request_id)
+    # Who is asking: the id of a valid key (never the key), used by auth and the rate limits.
+    api_keys: ApiKeys = current_app.config["API_KEYS"]
+    g.api_key_id = api_keys.identify(request.headers.get(API_KEY_HEADER))
+
+
+def _authenticate() -> None:
+    api_keys: ApiKeys = current_app.config["API_KEYS"]
+    if not api_keys.enabled or g.api_key_id is not None:
+        return
+    endpoint = (request.endpoint or "").rpartition(".")[2]
+    if request.endpoint and endpoint in api_keys.exempt:
+        return
+    problem = "is not an accepted key" if request.headers.get(API_KEY_HEADER) else "is missing"
+    raise Unauthorized(
+        f"The {API_KEY_HEADER} header {problem}: send one of the service's API keys in it, "
+        f"e.g. curl -H '{API_KEY_HEADER}: <key>' (keys are set with API_KEYS or API_KEYS_FILE)."
+    )
+
+
+def _rate_limit_key() -> str:
+    """Count requests per API key; per client address (after ProxyFix) when there is none."""
+    key_id = g.get("api_key_id")
+    return f"key:{key_id}" if key_id else f"ip:{request.remote_addr or 'unknown'}"
+
+
+def _route() -> str:
+    """The route that served the request: a bounded label (never the raw path)."""
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
 def _after(response):
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    logger.info(
-        "%s %s %s %d bytes in, %.3f s, request %s",
-        request.method, request.path, response.status_code, request.content_length or 0, elapsed, g.get("request_id"),
+    route = _route()
+    metrics.record_request(route, request.method, response.status_code, elapsed)
+    access_logger.info(
+        "%s %s %s", request.method, request.path, response.status_code,
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": request.path,
+            "endpoint": route,
+            "status": response.status_code,
+            "bytes_in": request.content_length or 0,
+            "bytes_out": response.calculate_content_length(),
+            "duration": round(elapsed, 6),
+            "client": request.remote_addr,
+        },
     )
     return response
+
+
+def _teardown(exc: BaseException | None) -> None:
+    logs.request_id.set(None)
+
+
+def _init_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
+    """Apply RATE_LIMITS to every endpoint but /health and /metrics (probes and scrapers).
+
+    Counts live in Redis when REDIS_URL is set, so they hold across workers and instances. If
+    Redis cannot be reached, each process falls back to counting in its own memory (same limits)
+    and tries Redis again with growing intervals; requests are never refused because of Redis.
+    """
+    if settings.rate_limits == "off":
+        return None
+    limiter = Limiter(
+        _rate_limit_key,
+        application_limits=[settings.rate_limits],
+        storage_uri=settings.redis_url or "memory://",
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1} if settings.redis_url else {},
+        strategy="fixed-window",
+        key_prefix="emotion-api",
+        headers_enabled=True,
+        in_memory_fallback=[settings.rate_limits],
+        swallow_errors=True,
+    )
+    limiter.request_filter(lambda: (request.endpoint or "").rpartition(".")[2] in ("health", "metrics"))
+    limiter.init_app(app)
+    return limiter
+
+
+def _record_models(analyzer: SpeechEmotionAnalyzer) -> None:
+    metrics.record_models(analyzer.models, (failure.name for failure in analyzer.failures))
+
+
+def _record_when_loaded(loader: threading.Thread, analyzer: SpeechEmotionAnalyzer) -> None:
+    loader.join()
+    _record_models(analyzer)
 
 
 def create_app(
@@ -366,21 +469,33 @@ def create_app(
         if load_models == "now":
             analyzer.load()
         elif load_models == "background":
-            analyzer.load_in_background()
+            loader = analyzer.load_in_background()
+            threading.Thread(target=_record_when_loaded, args=(loader, analyzer), daemon=True).start()
+    if not analyzer.loading:
+        _record_models(analyzer)
 
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    if settings.trusted_proxies:
+        # Only the last TRUSTED_PROXIES hops of X-Forwarded-For were added by our own proxies.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config.update(
         SETTINGS=settings,
         ANALYZER=analyzer,
+        API_KEYS=load_api_keys(settings),
         MAX_CONTENT_LENGTH=int(settings.max_request_mb * 1_000_000),
         MAX_FORM_MEMORY_SIZE=int(settings.max_request_mb * 1_000_000),
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(bp)
+    # Order matters: request id and key id first, then the rate limits (which also slow down
+    # clients guessing keys), then authentication.
     app.before_request(_before)
+    app.extensions["emotion_limiter"] = _init_rate_limits(app, settings)
+    app.before_request(_authenticate)
     app.after_request(_after)
+    app.teardown_request(_teardown)
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

@@ -7,13 +7,15 @@ from the one table :data:`SETTINGS` so they cannot drift. Invalid values raise
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import ConfigError
 from .models.spec import ModelSpec
@@ -22,6 +24,10 @@ DEFAULT_MODELS_CONFIG = "models.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEVICES = ("auto", "cpu", "cuda")
 LANGS = ("zh", "en")
+AUTH_MODES = ("auto", "on", "off")
+# Endpoints that AUTH_EXEMPT may name (Flask endpoint names without the blueprint).
+EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index")
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Setting:
     attr: str
     parse: Callable[[str], Any]
     help: str
+    empty: bool = False  # an empty value means something (e.g. LOG_FILE= disables the file)
+    secret: bool = False  # never echo the value (API keys, URLs with passwords)
 
 
 def _number(text: str, kind: type[int] | type[float]) -> Any:
@@ -83,6 +91,75 @@ def _optional_path(text: str) -> str | None:
     return text.strip() or None
 
 
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+    return value
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    if not keys:
+        raise ValueError("must be one or more comma-separated keys")
+    check_api_keys(keys)
+    return keys
+
+
+def check_api_keys(keys: tuple[str, ...]) -> None:
+    """Reject keys that cannot travel in an HTTP header (never echoing the key itself)."""
+    for number, key in enumerate(keys, 1):
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            raise ValueError(f"key {number} must be printable ASCII without spaces (it goes in the X-API-Key header)")
+
+
+def _auth_exempt(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip().lower().lstrip("/") for name in text.split(",") if name.strip())
+    if names == ("none",):
+        return ()
+    unknown = sorted(set(names) - set(EXEMPTABLE_ENDPOINTS))
+    if unknown:
+        allowed = ", ".join(EXEMPTABLE_ENDPOINTS)
+        raise ValueError(f"names unknown endpoints {unknown}; use a comma-separated list of {allowed}, or none")
+    return names
+
+
+def _rate_limits(text: str) -> str:
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(
+            "must be limits in flask-limiter syntax separated by ';', such as 10/minute;1000/hour, or off"
+        ) from None
+    return value
+
+
+def _redis_url(text: str) -> str | None:
+    value = text.strip()
+    if value and not value.startswith(REDIS_SCHEMES):
+        raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)} (e.g. redis://localhost:6379/0)")
+    return value or None
+
+
+def _log_file(text: str) -> str:
+    return text.strip()  # "" disables the log file
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` accepts connections from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it may be reachable from elsewhere
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment. Defaults are the embedded ones."""
@@ -101,6 +178,18 @@ class Settings:
     max_audio_seconds: float = 600.0
     max_batch_segments: int = 20
     default_lang: str = "zh"
+    workers: int = 1
+    prometheus_multiproc_dir: str | None = None
+    auth: str = "auto"
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_file: str | None = None
+    auth_exempt: tuple[str, ...] = ("health", "metrics")
+    rate_limits: str = "120/minute"
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    trusted_proxies: int = 0
+    log_file: str = "emotion_api.log"
+    log_max_mb: float = 10.0
+    log_backups: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -113,7 +202,7 @@ class Settings:
         values: dict[str, Any] = {}
         for setting in SETTINGS:
             raw = environ.get(setting.env)
-            if raw is None or raw == "":
+            if raw is None or (raw == "" and not setting.empty):
                 continue
             values[setting.attr] = parse_setting(setting, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -133,6 +222,22 @@ class Settings:
                 f"MAX_UPLOAD_MB ({self.max_upload_mb}) must not exceed MAX_REQUEST_MB "
                 f"({self.max_request_mb}): raise MAX_REQUEST_MB or lower MAX_UPLOAD_MB."
             )
+        has_keys = bool(self.api_keys or self.api_keys_file)
+        if self.auth == "on" and not has_keys:
+            raise ConfigError(
+                "AUTH=on needs API keys: set API_KEYS=key1,key2 or API_KEYS_FILE=<file with one key a line>."
+            )
+        if self.auth == "auto" and not has_keys and not is_loopback(self.host):
+            raise ConfigError(
+                f"HOST={self.host} exposes the service, and no API keys are configured: set "
+                "API_KEYS=key1,key2 or API_KEYS_FILE=<file with one key a line>, or set AUTH=off to serve "
+                "without keys (only where something in front of the service authenticates clients)."
+            )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need an API key (AUTH=auto: when keys are configured)."""
+        return self.auth == "on" or (self.auth == "auto" and bool(self.api_keys or self.api_keys_file))
 
     def with_overrides(self, **overrides: Any) -> Settings:
         settings = replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -155,6 +260,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_AUDIO_SECONDS", "max_audio_seconds", _positive_float, "Longest clip accepted, in seconds."),
     Setting("MAX_BATCH_SEGMENTS", "max_batch_segments", _positive_int, "Most segments in one /batch_analyze request."),
     Setting("DEFAULT_LANG", "default_lang", _choice(*LANGS), "Language of messages and advice when a request gives no lang: zh or en."),
+    Setting("WORKERS", "workers", _positive_int, "gunicorn worker processes; each holds its own copy of the models."),
+    Setting(
+        "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir", _optional_path,
+        "Directory where the workers share /metrics (emptied at start); a private temporary one when unset.",
+    ),
+    Setting("AUTH", "auth", _choice(*AUTH_MODES), "API keys: auto (required unless loopback without keys), on, off."),
+    Setting("API_KEYS", "api_keys", _api_keys, "Comma-separated keys accepted in the X-API-Key header.", secret=True),
+    Setting("API_KEYS_FILE", "api_keys_file", _optional_path, "File of API keys, one a line (# comments)."),
+    Setting(
+        "AUTH_EXEMPT", "auth_exempt", _auth_exempt,
+        "Endpoints served without a key: comma-separated health, metrics, index, or none.",
+    ),
+    Setting(
+        "RATE_LIMITS", "rate_limits", _rate_limits,
+        "Requests allowed per API key (per client IP without a key), e.g. 10/minute;1000/hour, or off.",
+    ),
+    Setting(
+        "REDIS_URL", "redis_url", _redis_url,
+        "Redis that holds the rate-limit counts for all workers and instances (else each process's memory).",
+        secret=True,
+    ),
+    Setting(
+        "TRUSTED_PROXIES", "trusted_proxies", _non_negative_int,
+        "Proxies in front whose X-Forwarded-For is trusted for the client address (0: the peer address).",
+    ),
+    Setting("LOG_FILE", "log_file", _log_file, "JSON log file, rotated by size; empty: stdout only.", empty=True),
+    Setting("LOG_MAX_MB", "log_max_mb", _positive_float, "Size at which the log file is rotated, in MB."),
+    Setting("LOG_BACKUPS", "log_backups", _non_negative_int, "Rotated log files kept."),
 )
 
 
@@ -163,7 +296,8 @@ def parse_setting(setting: Setting, raw: str) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{setting.env}={raw!r} is invalid: {exc}.") from None
+        shown = "(value hidden)" if setting.secret else repr(raw)
+        raise ConfigError(f"{setting.env}={shown} is invalid: {exc}.") from None
 
 
 # -- models config ------------------------------------------------------------------------------

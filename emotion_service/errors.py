@@ -40,6 +40,13 @@ class PayloadTooLarge(ServiceError):
     error_code = "PAYLOAD_TOO_LARGE"
 
 
+class Unauthorized(ServiceError):
+    """The request lacks a valid API key."""
+
+    status = 401
+    error_code = "UNAUTHORIZED"
+
+
 class ModelUnavailable(ServiceError):
     """No emotion model is loaded, so nothing can be analysed."""
 
