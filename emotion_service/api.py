@@ -27,6 +27,8 @@ from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
 from .audio import AudioLimits, decode_base64
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
+from .batching import BatchOptions, Overloaded
+from .cache import make_cache
 from .config import LANGS, Settings, load_models_config
 from .errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized
 from .serialize import analysis_json, session_json
@@ -242,6 +244,8 @@ def health():
     failures = [{"name": f.name, "display_name": f.display_name, "source": f.source, "reason": f.reason} for f in analyzer.failures]
     if analyzer.loading:
         status = "loading"
+    elif not analyzer.emotion_inference:
+        status = "healthy"  # delivery metrics need no model
     elif not models:
         status = "unhealthy"
     elif failures:
@@ -255,6 +259,7 @@ def health():
         "preset": analyzer.preset,
         "models": models,
         "failed_models": failures,
+        "emotion_inference": analyzer.emotion_inference,
         "version": __version__,
     }
     if status in ("healthy", "degraded"):
@@ -315,7 +320,10 @@ def batch_analyze():
 
 def _service_error(exc: ServiceError):
     logger.info("request %s rejected: %s %s", g.get("request_id"), exc.error_code, exc.message)
-    return envelope(False, exc.message, None, exc.error_code, exc.status)
+    response = envelope(False, exc.message, None, exc.error_code, exc.status)
+    if isinstance(exc, Overloaded):
+        g.retry_after = exc.retry_after  # set last in _after: the rate limiter rewrites Retry-After
+    return response
 
 
 def _http_error(exc: HTTPException):
@@ -378,6 +386,8 @@ def _route() -> str:
 
 
 def _after(response):
+    if g.get("retry_after") is not None:
+        response.headers["Retry-After"] = str(g.retry_after)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
@@ -464,6 +474,13 @@ def create_app(
                 min_seconds=settings.min_audio_seconds,
                 max_seconds=settings.max_audio_seconds,
             ),
+            cache=make_cache(settings.cache_size, settings.redis_url, settings.cache_ttl),
+            batching=BatchOptions(
+                max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000, max_queue=settings.max_queue
+            )
+            if settings.batch_max > 1
+            else None,
+            emotion_inference=settings.emotion_inference,
             load=False,
         )
         if load_models == "now":
@@ -492,9 +509,11 @@ def create_app(
     # Order matters: request id and key id first, then the rate limits (which also slow down
     # clients guessing keys), then authentication.
     app.before_request(_before)
+    # after_request functions run in reverse order: _after runs after the limiter's header
+    # injection, so its Retry-After (503 OVERLOADED) is not overwritten by the limiter's.
+    app.after_request(_after)
     app.extensions["emotion_limiter"] = _init_rate_limits(app, settings)
     app.before_request(_authenticate)
-    app.after_request(_after)
     app.teardown_request(_teardown)
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)

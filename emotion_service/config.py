@@ -87,8 +87,31 @@ def _device(text: str) -> str:
     raise ValueError("must be auto, cpu, cuda or cuda:N")
 
 
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
+def _quantize(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("none", "int8"):
+        raise ValueError("must be none or int8")
+    return value
+
+
 def _optional_path(text: str) -> str | None:
     return text.strip() or None
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise ValueError("must be 0 or a positive number")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -188,6 +211,13 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     trusted_proxies: int = 0
     log_file: str = "emotion_api.log"
+    emotion_inference: bool = True
+    cache_size: int = 1024
+    cache_ttl: int = 86_400
+    batch_max: int = 8
+    batch_wait_ms: float = 5.0
+    max_queue: int = 64
+    quantize: str = "none"
     log_max_mb: float = 10.0
     log_backups: int = 5
 
@@ -288,6 +318,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_FILE", "log_file", _log_file, "JSON log file, rotated by size; empty: stdout only.", empty=True),
     Setting("LOG_MAX_MB", "log_max_mb", _positive_float, "Size at which the log file is rotated, in MB."),
     Setting("LOG_BACKUPS", "log_backups", _non_negative_int, "Rotated log files kept."),
+    Setting(
+        "EMOTION_INFERENCE", "emotion_inference", _on_off,
+        "off: load and run no emotion model and serve delivery metrics only (where emotion recognition "
+        "at work is not allowed, e.g. under the EU AI Act).",
+    ),
+    Setting(
+        "CACHE_SIZE", "cache_size", _non_negative_int,
+        "Results of identical audio kept (in-memory LRU entries; 0 disables; with REDIS_URL the cache is in Redis).",
+    ),
+    Setting("CACHE_TTL", "cache_ttl", _positive_int, "Seconds a result stays in the Redis cache."),
+    Setting("BATCH_MAX", "batch_max", _positive_int, "Most clips of concurrent requests run through a model together (1: no batching)."),
+    Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
+    Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
+    Setting("QUANTIZE", "quantize", _quantize, "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
 )
 
 

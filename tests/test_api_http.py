@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import tempfile
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 
 from emotion_service.analyzer import SpeechEmotionAnalyzer
 from emotion_service.api import create_app
+from emotion_service.config import Settings
 from emotion_service.labels import CANONICAL_LABELS
 
+from .conftest import StandInModel
 from .signals import encode, voice_like, wav
 
 CLIP = wav(2.0)
@@ -223,3 +226,44 @@ def test_json_is_utf8_not_escaped(client):
     response = client.get("/health")
     assert "服务运行正常" in response.get_data(as_text=True)
     assert json.loads(response.get_data())["message"] == "服务运行正常"
+
+
+def test_emotion_inference_off_serves_delivery_only():
+    settings = Settings(emotion_inference=False, model_preset="full")
+    client = create_app(settings, load_models="now").test_client()
+    health = envelope(client.get("/health"), 200)["data"]
+    assert health["status"] == "healthy" and health["emotion_inference"] is False and health["models_loaded"] == 0
+    data = envelope(client.post("/analyze", json={"audio_data": CLIP_B64}), 200)["data"]
+    assert data["final_result"] is None and data["interview_assessment"] is None and data["models_results"] == []
+    assert data["delivery"]["speaking_time"] > 1.0
+
+
+def test_repeated_audio_is_a_cache_hit():
+    from emotion_service.cache import MemoryCache
+
+    analyzer = SpeechEmotionAnalyzer.from_models({"standin": StandInModel()}, cache=MemoryCache(4))
+    client = create_app(Settings(), analyzer).test_client()
+
+    def hits() -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        return float(re.search(r"^emotion_cache_hits_total (\S+)$", text, re.M).group(1))
+
+    before = hits()
+    first = envelope(client.post("/analyze", json={"audio_data": CLIP_B64}), 200)["data"]
+    second = envelope(client.post("/analyze", data={"audio": (io.BytesIO(CLIP), "a.wav")}), 200)["data"]
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert first["final_result"] == second["final_result"]
+    assert hits() == before + 1
+
+
+def test_overload_is_503_with_retry_after(settings):
+    from emotion_service.batching import Overloaded
+
+    class Busy(StandInModel):
+        def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):
+            raise Overloaded("The service is busy; retry in a second.", retry_after=2)
+
+    client = create_app(settings, SpeechEmotionAnalyzer.from_models({"busy": Busy()})).test_client()
+    response = client.post("/analyze", json={"audio_data": CLIP_B64})
+    assert envelope(response, 503)["error_code"] == "OVERLOADED"
+    assert response.headers["Retry-After"] == "2"
