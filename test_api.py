@@ -10,6 +10,7 @@ envelope, and checks the server is still up afterwards. Exit status 0 only if ev
 from __future__ import annotations
 
 import argparse
+import os
 import base64
 import io
 import math
@@ -58,9 +59,10 @@ def _wav(pcm: bytes, rate: int) -> bytes:
 
 
 class Checker:
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = {"X-API-Key": api_key} if api_key else {}
         self.failures: list[str] = []
         self.passed = 0
 
@@ -75,9 +77,11 @@ class Checker:
             print(f"ok    {name}")
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
         return requests.get(self.url + path, timeout=self.timeout, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
         return requests.post(self.url + path, timeout=self.timeout, **kwargs)
 
 
@@ -117,8 +121,8 @@ def check_analysis(data: dict[str, Any], lang: str = "zh") -> None:
         assert final["recommended_emotion"] == final["recommended_emotion_label"]
 
 
-def run(url: str, timeout: float) -> Checker:
-    c = Checker(url, timeout)
+def run(url: str, timeout: float, api_key: str | None = None) -> Checker:
+    c = Checker(url, timeout, api_key)
     clip = voice_like_wav()
     clip_b64 = base64.b64encode(clip).decode()
     results: dict[str, Any] = {}
@@ -198,13 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="base URL of the running API")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY"), help="X-API-Key to send (default: $API_KEY)")
     args = parser.parse_args(argv)
     try:
         requests.get(args.url.rstrip("/") + "/health", timeout=args.timeout)
     except requests.RequestException as exc:
         print(f"Cannot reach {args.url}: {exc}. Start the server first: python start_api_server.py", file=sys.stderr)
         return 2
-    checker = run(args.url, args.timeout)
+    checker = run(args.url, args.timeout, args.api_key)
     print(f"{checker.passed} passed, {len(checker.failures)} failed")
     return 1 if checker.failures else 0
 
