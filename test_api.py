@@ -10,10 +10,10 @@ envelope, and checks the server is still up afterwards. Exit status 0 only if ev
 from __future__ import annotations
 
 import argparse
-import os
 import base64
 import io
 import math
+import os
 import struct
 import sys
 import wave
