@@ -15,10 +15,12 @@ import re
 import threading
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request, send_from_directory
 from flask_limiter import Limiter
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -31,6 +33,7 @@ from .batching import BatchOptions, Overloaded
 from .cache import make_cache
 from .config import LANGS, Settings, load_models_config
 from .errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized
+from .schemas import SEGMENT_ADAPTER, AnalyzeRequest, openapi_document
 from .serialize import analysis_json, session_json
 
 logger = logging.getLogger(__name__)
@@ -101,6 +104,9 @@ def _lang() -> str:
 # -- request parsing --------------------------------------------------------------------------
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 def _limits() -> AudioLimits:
     return current_app.config["ANALYZER"].limits
 
@@ -129,6 +135,17 @@ def _json_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The JSON body must be an object such as {\"audio_data\": \"<base64>\"}.", error_code="INVALID_JSON")
     return body
+
+
+def _validated(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """Validate a JSON body with its request model (the one the OpenAPI document describes)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        code = {"lang": "INVALID_LANG", "audio_data": "INVALID_AUDIO_DATA"}.get(field, "INVALID_REQUEST")
+        raise InvalidRequest(f"'{field}': {error['msg']}; see /openapi.json for the request format.", error_code=code) from None
 
 
 def _unsupported_media_type() -> ServiceError:
@@ -160,7 +177,8 @@ def single_audio_from_request() -> bytes:
                 f"No audio found: the JSON object needs an 'audio_data' field with base64 audio (got keys {sorted(body)}).",
                 error_code="MISSING_AUDIO",
             )
-        return _base64_audio(body["audio_data"], "'audio_data'")
+        parsed = _validated(AnalyzeRequest, body)
+        return _base64_audio(parsed.audio_data, "'audio_data'")
     if request.mimetype.startswith("audio/") or request.mimetype in ("application/octet-stream", "video/webm", "video/mp4"):
         return _read_upload(request.stream, "The request body")
     raise _unsupported_media_type()
@@ -198,9 +216,16 @@ def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]
     for index, item in enumerate(raw):
         what = f"audio_segments[{index}]"
         try:
-            if isinstance(item, dict):
-                item = item.get("audio_data")
-            segments.append(_read_upload(item, what) if hasattr(item, "read") else _base64_audio(item, what))
+            if hasattr(item, "read"):
+                segments.append(_read_upload(item, what))
+                continue
+            try:
+                parsed = SEGMENT_ADAPTER.validate_python(item)
+            except ValidationError:
+                raise InvalidRequest(
+                    f"{what} must be a base64 string or {{\"audio_data\": \"<base64>\"}}.", error_code="INVALID_AUDIO_DATA"
+                ) from None
+            segments.append(_base64_audio(parsed if isinstance(parsed, str) else parsed.audio_data, what))
         except ServiceError as exc:
             segments.append(exc)
     return segments
@@ -271,6 +296,34 @@ def health():
     return response
 
 
+DOCS_ENDPOINTS = ("openapi", "docs", "docs_asset")
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Speech emotion analysis API</title>
+<link rel="stylesheet" href="docs/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div><script src="docs/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script></body></html>
+"""
+
+
+@bp.get("/openapi.json", endpoint="openapi")
+def openapi():
+    """The OpenAPI description, built from the same models that validate requests."""
+    return jsonify(openapi_document())
+
+
+@bp.get("/docs", endpoint="docs")
+def docs():
+    """Interactive docs (Swagger UI, served from the flask-swagger-ui wheel: no CDN, works offline)."""
+    return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
+
+
+@bp.get("/docs/<path:name>", endpoint="docs_asset")
+def docs_asset(name: str):
+    import flask_swagger_ui
+
+    return send_from_directory(Path(flask_swagger_ui.__file__).parent / "dist", name, max_age=86_400)
+
+
 @bp.get("/metrics", endpoint="metrics")
 def metrics_endpoint():
     body, content_type = metrics.render()
@@ -304,7 +357,7 @@ def batch_analyze():
             metrics.record_analysis(outcome.result)
     session = SessionResult(segments=sorted(outcomes, key=lambda o: o.index), summary=session.summary)
     data = session_json(session, lang)
-    if session.summary is None:
+    if not any(outcome.result is not None for outcome in session.segments):
         return envelope(
             False,
             "No segment could be analysed; see data.results for each segment's error.",
@@ -365,7 +418,7 @@ def _authenticate() -> None:
     if not api_keys.enabled or g.api_key_id is not None:
         return
     endpoint = (request.endpoint or "").rpartition(".")[2]
-    if request.endpoint and endpoint in api_keys.exempt:
+    if request.endpoint and (endpoint in api_keys.exempt or (endpoint in DOCS_ENDPOINTS and "docs" in api_keys.exempt)):
         return
     problem = "is not an accepted key" if request.headers.get(API_KEY_HEADER) else "is missing"
     raise Unauthorized(

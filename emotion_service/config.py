@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LANGS = ("zh", "en")
 AUTH_MODES = ("auto", "on", "off")
 # Endpoints that AUTH_EXEMPT may name (Flask endpoint names without the blueprint).
-EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index")
+EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs")
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -206,7 +206,7 @@ class Settings:
     auth: str = "auto"
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_keys_file: str | None = None
-    auth_exempt: tuple[str, ...] = ("health", "metrics")
+    auth_exempt: tuple[str, ...] = ("health", "metrics", "docs")
     rate_limits: str = "120/minute"
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     trusted_proxies: int = 0
