@@ -32,7 +32,7 @@ def site_config(upstreams: list[int], port: int) -> str:
 def nginx(tmp: Path, upstreams: list[int]) -> Iterator[tuple[str, Path]]:
     assert Path(NGINX).exists(), "nginx is not installed: apt-get install nginx-light (.ci/run does it)"
     port = free_port()
-    (tmp / "logs").mkdir()
+    (tmp / "logs").mkdir(parents=True)
     (tmp / "site.conf").write_text(site_config(upstreams, port))
     temp_paths = " ".join(
         f"{kind}_temp_path {tmp}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
