@@ -78,6 +78,7 @@ class SpeechEmotionAnalyzer:
         models_config: A parsed models config; default the packaged one.
         models_dir: Directory of pre-downloaded models / hub cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        quantize: ``int8``: int8 linear layers for the hub models on CPU (``none``: fp32).
         limits: Limits on the audio accepted.
         cache: Where to keep model outputs of audio already analysed (None: no cache).
         batching: Group clips of concurrent requests per model (None: each request on its own).
@@ -93,6 +94,7 @@ class SpeechEmotionAnalyzer:
         models_config: ModelsConfig | None = None,
         models_dir: str | None = None,
         device: str = "auto",
+        quantize: str = "none",
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
@@ -104,6 +106,7 @@ class SpeechEmotionAnalyzer:
         self.models_config.preset(preset)  # fail early on an unknown preset
         self.models_dir = models_dir
         self.device = device
+        self.quantize = quantize
         self.limits = limits or AudioLimits()
         self.cache = cache
         self.batching = batching
@@ -131,6 +134,7 @@ class SpeechEmotionAnalyzer:
         analyzer.models_config = ModelsConfig(models={}, presets={}, path="(in memory)")
         analyzer.models_dir = None
         analyzer.device = "cpu"
+        analyzer.quantize = "none"
         analyzer.limits = limits or AudioLimits()
         analyzer.cache = cache
         analyzer.batching = batching
@@ -154,7 +158,11 @@ class SpeechEmotionAnalyzer:
                 self._loading = True
                 try:
                     report = load_preset(
-                        self.models_config, self.preset, models_dir=self.models_dir, device=self.device
+                        self.models_config,
+                        self.preset,
+                        models_dir=self.models_dir,
+                        device=self.device,
+                        quantize=self.quantize,
                     )
                     if self.batching:
                         self._batchers = {name: MicroBatcher(m, self.batching) for name, m in report.models.items()}
@@ -312,7 +320,8 @@ class SpeechEmotionAnalyzer:
     # -- result cache ---------------------------------------------------------------------------
 
     def _key(self, signals: list[np.ndarray], index: int, report: LoadReport, same_speaker: bool) -> str:
-        versions = [(name, model.info.version) for name, model in report.models.items()]
+        # An int8 model's outputs differ slightly from its fp32 ones: the dtype is part of the version.
+        versions = [(name, f"{m.info.version}:{m.info.extra.get('dtype', '')}") for name, m in report.models.items()]
         weights = ",".join(f"{name}={weight}" for name, weight in sorted(report.weights.items()))
         if same_speaker:
             return cache_key(signals, index, versions, f"session;{weights}")

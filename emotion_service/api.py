@@ -9,6 +9,7 @@ metrics (:mod:`.metrics`) and access logs (:mod:`.logs`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request, send_from_directory
 from flask_limiter import Limiter
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import __version__, logs, metrics
@@ -209,7 +210,7 @@ def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]
     if len(raw) > max_segments:
         raise InvalidRequest(
             f"{len(raw)} segments is more than the limit of {max_segments} per request (MAX_BATCH_SEGMENTS); "
-            "split the session into several requests.",
+            "split the session into several requests, or send the whole recording to POST /jobs.",
             error_code="TOO_MANY_SEGMENTS",
         )
     segments: list[bytes | ServiceError] = []
@@ -244,7 +245,8 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 def index():
     return envelope(True, "Speech emotion analysis API", {
         "version": __version__,
-        "endpoints": ["GET /health", "GET /metrics", "POST /analyze", "POST /batch_analyze"],
+        "endpoints": ["GET /health", "GET /metrics", "POST /analyze", "POST /batch_analyze", "POST /jobs",
+                      "GET /jobs/<job_id>", "DELETE /jobs/<job_id>"],
         "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
     })
 
@@ -308,7 +310,7 @@ _DOCS_PAGE = """<!doctype html>
 @bp.get("/openapi.json", endpoint="openapi")
 def openapi():
     """The OpenAPI description, built from the same models that validate requests."""
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app.extensions.get("openapi_paths")))
 
 
 @bp.get("/docs", endpoint="docs")
@@ -438,7 +440,24 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
+def _discard_unread_body() -> None:
+    """Read what is left of a body the request was answered without (401, 429, 415...).
+
+    gunicorn drains at most 64 KB of an unread body before it reuses a keep-alive connection, and
+    closes the connection otherwise: a client that sent a larger body then gets a reset instead of
+    an answer to its next request on that connection. Bodies over MAX_CONTENT_LENGTH are left to
+    the server, which closes the connection after the 413.
+    """
+    length = request.content_length
+    if not length or length > current_app.config["MAX_CONTENT_LENGTH"]:
+        return
+    with contextlib.suppress(ClientDisconnected, OSError):
+        while request.stream.read(1 << 16):
+            pass
+
+
 def _after(response):
+    _discard_unread_body()
     if g.get("retry_after") is not None:
         response.headers["Retry-After"] = str(g.retry_after)
     response.headers["X-Request-ID"] = g.get("request_id", "")
@@ -522,6 +541,7 @@ def create_app(
             models_config=load_models_config(settings.models_config),
             models_dir=settings.models_dir,
             device=settings.device,
+            quantize=settings.quantize,
             limits=AudioLimits(
                 max_bytes=int(settings.max_upload_mb * 1_000_000),
                 min_seconds=settings.min_audio_seconds,
@@ -559,6 +579,9 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(bp)
+    from .api_jobs import init_app as init_jobs  # imported here: api_jobs imports this module
+
+    init_jobs(app, settings, analyzer)
     # Order matters: request id and key id first, then the rate limits (which also slow down
     # clients guessing keys), then authentication.
     app.before_request(_before)

@@ -173,6 +173,24 @@ def _log_file(text: str) -> str:
     return text.strip()  # "" disables the log file
 
 
+def _webhook_hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower().rstrip(".") for host in text.split(",") if host.strip())
+    for host in hosts:
+        name = host[2:] if host.startswith("*.") else host
+        if host != "*" and (not name or any(c in name for c in "*/@?# ")):
+            raise ValueError(f"has {host!r}; use comma-separated host names or IPs, *.example.com for subdomains, or *")
+    return hosts
+
+
+def _webhook_secret(text: str) -> str:
+    value = text.strip()
+    if len(value) < 16:
+        raise ValueError(
+            "must be at least 16 characters (e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    return value
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` accepts connections from this machine only."""
     if host.strip().lower() == "localhost":
@@ -220,6 +238,17 @@ class Settings:
     quantize: str = "none"
     log_max_mb: float = 10.0
     log_backups: int = 5
+    job_backend: str = "local"
+    job_dir: str | None = None  # None: the per-user data directory (see jobs.default_job_dir)
+    job_workers: int = 1
+    job_max_seconds: float = 7200.0
+    job_max_attempts: int = 3
+    job_retention_hours: float = 24.0
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_allow_private: bool = False
+    celery_broker_url: str | None = field(default=None, repr=False)  # may carry a password
+    celery_visibility_timeout: int = 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -256,6 +285,15 @@ class Settings:
         if self.auth == "on" and not has_keys:
             raise ConfigError(
                 "AUTH=on needs API keys: set API_KEYS=key1,key2 or API_KEYS_FILE=<file with one key a line>."
+            )
+        if self.job_backend == "celery" and not (self.celery_broker_url or self.redis_url):
+            raise ConfigError(
+                "JOB_BACKEND=celery needs a Redis: set CELERY_BROKER_URL (or REDIS_URL), e.g. redis://localhost:6379/1."
+            )
+        if self.webhook_allowed_hosts and not self.webhook_secret:
+            raise ConfigError(
+                "WEBHOOK_ALLOWED_HOSTS is set but WEBHOOK_SECRET is not: webhooks are always signed; set "
+                "WEBHOOK_SECRET to a random string of 16+ characters shared with the receiver."
             )
         if self.auth == "auto" and not has_keys and not is_loopback(self.host):
             raise ConfigError(
@@ -332,6 +370,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
     Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
     Setting("QUANTIZE", "quantize", _quantize, "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
+    Setting(
+        "JOB_BACKEND", "job_backend", _choice("local", "celery"),
+        "Where /jobs run: local (thread pool + SQLite) or celery (workers + Redis).",
+    ),
+    Setting(
+        "JOB_DIR", "job_dir", _optional_path,
+        "Directory of the local job store and of recordings waiting for a job (~/.local/share/emotion-api/jobs).",
+    ),
+    Setting(
+        "JOB_WORKERS", "job_workers", _positive_int,
+        "Jobs run at once by each server process (JOB_BACKEND=local).",
+    ),
+    Setting("JOB_MAX_SECONDS", "job_max_seconds", _positive_float, "Longest recording accepted by /jobs, in seconds."),
+    Setting(
+        "JOB_MAX_ATTEMPTS", "job_max_attempts", _positive_int,
+        "Runs of a job (first one included) before it is marked failed.",
+    ),
+    Setting(
+        "JOB_RETENTION_HOURS", "job_retention_hours", _non_negative_float,
+        "Hours a finished job's result is kept before it is deleted (0: until DELETE).",
+    ),
+    Setting(
+        "WEBHOOK_SECRET", "webhook_secret", _webhook_secret,
+        "Key of the HMAC-SHA256 signature of webhook calls (16+ characters).",
+        secret=True,
+    ),
+    Setting(
+        "WEBHOOK_ALLOWED_HOSTS", "webhook_allowed_hosts", _webhook_hosts,
+        "Hosts webhooks may call: comma-separated names or IPs, *.example.com, or *; empty: no webhooks.",
+    ),
+    Setting(
+        "WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", _on_off,
+        "on: webhooks may call private/loopback addresses of hosts listed exactly in WEBHOOK_ALLOWED_HOSTS.",
+    ),
+    Setting(
+        "CELERY_BROKER_URL", "celery_broker_url", _redis_url,
+        "Redis of the Celery queue and job records (JOB_BACKEND=celery); default REDIS_URL.",
+        secret=True,
+    ),
+    Setting(
+        "CELERY_VISIBILITY_TIMEOUT", "celery_visibility_timeout", _positive_int,
+        "Seconds after which a job of a dead Celery worker is run again; must exceed the longest job.",
+    ),
 )
 
 
