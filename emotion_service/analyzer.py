@@ -21,8 +21,8 @@ import numpy as np
 from .assessment import Assessment, SessionSummary, assess, summarise_session
 from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
 from .batching import BatchOptions, MicroBatcher
-from .cache import ResultCache, cache_key
-from .config import ModelsConfig, load_models_config
+from .cache import ResultCache, cache_key, make_cache
+from .config import ModelsConfig, Settings, load_models_config
 from .ensemble import EnsembleResult, ModelResult, combine
 from .errors import ModelUnavailable, ServiceError
 from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput
@@ -117,6 +117,39 @@ class SpeechEmotionAnalyzer:
         self._loading = False
         if load:
             self.load()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, max_seconds: float | None = None, batching: bool = True, load: bool = True
+    ) -> SpeechEmotionAnalyzer:
+        """The analyzer the service runs with ``settings`` (models, limits, cache, micro-batching).
+
+        Args:
+            settings: Service settings (``Settings.from_env()`` reads them from the environment).
+            max_seconds: Longest recording accepted; default ``settings.max_audio_seconds``.
+            batching: Group concurrent requests' clips per model (``BATCH_MAX`` > 1).
+            load: Load the models now.
+        """
+        return cls(
+            settings.model_preset,
+            models_config=load_models_config(settings.models_config),
+            models_dir=settings.models_dir,
+            device=settings.device,
+            quantize=settings.quantize,
+            limits=AudioLimits(
+                max_bytes=int(settings.max_upload_mb * 1_000_000),
+                min_seconds=settings.min_audio_seconds,
+                max_seconds=max_seconds or settings.max_audio_seconds,
+            ),
+            cache=make_cache(settings.cache_size, settings.redis_url, settings.cache_ttl),
+            batching=BatchOptions(
+                max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000, max_queue=settings.max_queue
+            )
+            if batching and settings.batch_max > 1
+            else None,
+            emotion_inference=settings.emotion_inference,
+            load=load,
+        )
 
     @classmethod
     def from_models(

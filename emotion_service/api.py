@@ -30,9 +30,8 @@ from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
 from .audio import AudioLimits, decode_base64
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
-from .batching import BatchOptions, Overloaded
-from .cache import make_cache
-from .config import LANGS, Settings, load_models_config
+from .batching import Overloaded
+from .config import LANGS, Settings
 from .errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized
 from .schemas import SEGMENT_ADAPTER, AnalyzeRequest, openapi_document
 from .serialize import analysis_json, session_json
@@ -59,12 +58,14 @@ _HTTP_CODES = {
     429: "RATE_LIMITED",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TOO_DEEP = "The JSON body is nested too deeply; send a flat object such as {\"audio_data\": \"<base64>\"}."
 
 
 class InMemoryRequest(Request):
     """Keeps uploaded files in memory: recordings are personal data and must not touch disk.
 
-    The request body is already bounded by ``MAX_CONTENT_LENGTH``.
+    The request body is already bounded by ``MAX_CONTENT_LENGTH``. JSON nested deeper than the
+    parser's recursion limit is a 400, not a 500.
     """
 
     def _get_file_stream(  # type: ignore[override]
@@ -72,6 +73,13 @@ class InMemoryRequest(Request):
         content_length: int | None = None,
     ) -> io.BytesIO:
         return io.BytesIO()
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any | None:
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            # The json module raises RecursionError, not ValueError, on input like [[[[...]]]].
+            raise InvalidRequest(_TOO_DEEP, error_code="INVALID_JSON") from None
 
 
 # -- envelope ---------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ def single_audio_from_request() -> bytes:
             return _read_upload(request.files["audio"], "The file in field 'audio'")
         if "audio_data" in request.form:
             return _base64_audio(request.form["audio_data"], "The form field 'audio_data'")
-        got = sorted(set(request.files) | set(request.form))
+        got = sorted(str(name) for name in set(request.files) | set(request.form))  # a part may have no name
         raise InvalidRequest(
             f"No audio found: send the recording in the multipart field 'audio' (got fields {got or 'none'}).",
             error_code="MISSING_AUDIO",
@@ -536,26 +544,7 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     if analyzer is None:
-        analyzer = SpeechEmotionAnalyzer(
-            settings.model_preset,
-            models_config=load_models_config(settings.models_config),
-            models_dir=settings.models_dir,
-            device=settings.device,
-            quantize=settings.quantize,
-            limits=AudioLimits(
-                max_bytes=int(settings.max_upload_mb * 1_000_000),
-                min_seconds=settings.min_audio_seconds,
-                max_seconds=settings.max_audio_seconds,
-            ),
-            cache=make_cache(settings.cache_size, settings.redis_url, settings.cache_ttl),
-            batching=BatchOptions(
-                max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000, max_queue=settings.max_queue
-            )
-            if settings.batch_max > 1
-            else None,
-            emotion_inference=settings.emotion_inference,
-            load=False,
-        )
+        analyzer = SpeechEmotionAnalyzer.from_settings(settings, load=False)
         if load_models == "now":
             analyzer.load()
         elif load_models == "background":

@@ -105,23 +105,10 @@ def _build_worker() -> _Worker:
         task = _load_test_task(test_task)
     else:
         from .analyzer import SpeechEmotionAnalyzer
-        from .audio import AudioLimits
-        from .config import load_models_config
         from .interview import run_job
 
-        analyzer = SpeechEmotionAnalyzer(
-            settings.model_preset,
-            models_config=load_models_config(settings.models_config),
-            models_dir=settings.models_dir,
-            device=settings.device,
-            quantize=settings.quantize,
-            limits=AudioLimits(
-                max_bytes=int(settings.max_upload_mb * 1_000_000),
-                min_seconds=settings.min_audio_seconds,
-                max_seconds=settings.job_max_seconds,
-            ),
-            emotion_inference=settings.emotion_inference,
-        )
+        # One job at a time per worker process: no micro-batching; results cached like the API's.
+        analyzer = SpeechEmotionAnalyzer.from_settings(settings, max_seconds=settings.job_max_seconds, batching=False)
         task = functools.partial(run_job, analyzer)
     store = RedisJobStore(broker_url(settings), retention=settings.job_retention_hours * 3600)
     return _Worker(settings, store, task, notifier(settings))
