@@ -7,7 +7,9 @@ ENV PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=5000 \
     MODELS_DIR=/app/models \
-    HF_HOME=/app/models/hf
+    HF_HOME=/app/models/hf \
+    LOG_FILE=/app/logs/emotion_api.log \
+    JOB_DIR=/app/jobs
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1 \
@@ -21,7 +23,7 @@ RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 \
 
 COPY emotion_service ./emotion_service
 COPY emotion_api.py speech_emotion_analyzer.py start_api_server.py test_api.py gunicorn.conf.py ./
-RUN mkdir -p /app/models && chown app /app/models
+RUN mkdir -p /app/models /app/logs /app/jobs && chown app /app/models /app/logs /app/jobs
 USER app
 
 EXPOSE 5000

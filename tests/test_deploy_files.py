@@ -33,6 +33,12 @@ def test_compose_wiring():
     assert env["REDIS_URL"].startswith("redis://redis:")
     assert env["TRUSTED_PROXIES"] == "1"  # exactly nginx in front
     assert any(v.endswith(":/app/models") for v in api["volumes"])
+    # /jobs behind several replicas: one queue in Redis and a worker service, not per-replica SQLite.
+    worker = services["job-worker"]
+    assert env["JOB_BACKEND"] == "celery" and env["CELERY_BROKER_URL"].startswith("redis://redis:")
+    assert worker["command"][:3] == ["celery", "-A", "emotion_service.celery_app"]
+    assert worker["environment"] == env and worker["image"] == api["image"]
+    assert "noeviction" in redis["command"] or "volatile-lru" in redis["command"]  # queued jobs never evicted
     assert "ports" not in api and "ports" not in redis  # only nginx is published
     conf = next(v for v in nginx["volumes"] if "emotion-api.conf" in v)
     assert (ROOT / conf.split(":")[0]).exists()
@@ -60,3 +66,9 @@ def test_dockerfile():
     assert any(torch_pin in r.value[0] for r in by["RUN"]), (
         "the Dockerfile must install the same torch as requirements.txt"
     )
+    # The service runs as a user who owns nothing in /app: whatever it writes (log file, job store,
+    # models) must be in a directory created for it and given to it.
+    env = dict(pair for e in by["ENV"] for pair in zip(e.value[::2], e.value[1::2], strict=True))
+    writable = {env["MODELS_DIR"], str(Path(env["LOG_FILE"]).parent), env["JOB_DIR"]}
+    chowned = " ".join(r.value[0] for r in by["RUN"] if "chown" in r.value[0])
+    assert all(f"mkdir -p" in chowned and d in chowned for d in writable), (writable, chowned)
