@@ -12,7 +12,7 @@ from typing import Any
 
 from emotion_service.api import create_app
 
-__all__ = ["app", "create_app"]
+__all__ = ["app", "create_app"]  # noqa: F822  (app: module __getattr__)
 
 _app = None
 

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lang", default="zh", choices=["zh", "en"])
     args = parser.parse_args(argv)
 
-    from emotion_service.serialize import analysis_json
     from emotion_service.errors import ServiceError
+    from emotion_service.serialize import analysis_json
 
     analyzer = SpeechEmotionAnalyzer(args.preset)
     status = 0

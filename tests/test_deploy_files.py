@@ -71,4 +71,4 @@ def test_dockerfile():
     env = dict(pair for e in by["ENV"] for pair in zip(e.value[::2], e.value[1::2], strict=True))
     writable = {env["MODELS_DIR"], str(Path(env["LOG_FILE"]).parent), env["JOB_DIR"]}
     chowned = " ".join(r.value[0] for r in by["RUN"] if "chown" in r.value[0])
-    assert all(f"mkdir -p" in chowned and d in chowned for d in writable), (writable, chowned)
+    assert all("mkdir -p" in chowned and d in chowned for d in writable), (writable, chowned)
