@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emotion_service.api import create_app
+from emotion_service.api import configure_threads, create_app
 
 __all__ = ["app", "create_app"]  # noqa: F822  (app: module __getattr__)
 
@@ -26,6 +26,7 @@ def __getattr__(name: str) -> Any:
 
             settings = Settings.from_env()
             configure_logging(settings)
+            configure_threads(settings)  # TORCH_THREADS, in the worker, before its models load
             _app = create_app(settings, load_models="background")
         return _app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

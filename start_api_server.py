@@ -27,6 +27,10 @@ REQUIRED = {
     "librosa": "librosa",
     "prometheus_client": "prometheus-client",
     "flask_limiter": "flask-limiter",
+    "silero_vad": "silero-vad",
+    "redis": "redis",
+    "pydantic": "pydantic",
+    "flask_swagger_ui": "flask-swagger-ui",
 }
 
 

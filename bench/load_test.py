@@ -6,7 +6,8 @@
 Reports throughput, latency percentiles, errors (by status) and, when it started the server
 itself, the server's memory (RSS of the gunicorn master and workers) before and after. Each
 request carries a different clip (the result cache would otherwise answer most of them): clips
-are generated speech-like signals, encoded as WAV, each request's made distinct. The last line is one JSON object.
+are generated speech-like signals, encoded as WAV, each request's made distinct. The server it
+starts has RATE_LIMITS=off (all requests come from one address). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         report = run(args.url, args.clients, args.requests, args.seconds, headers)
     else:
-        env = dict(item.split("=", 1) for item in args.env)
+        # One client address would hit the default per-address rate limit (120/minute) at once:
+        # the server it starts has no limit unless --env RATE_LIMITS=... says otherwise.
+        env = {"RATE_LIMITS": "off", **dict(item.split("=", 1) for item in args.env)}
         with server(env) as (url, process):
             run(url, args.clients, min(50, args.requests), args.seconds, headers)  # warm up
             before = rss_bytes(process.pid)

@@ -30,8 +30,8 @@ from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
 from .audio import AudioLimits, decode_base64
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
-from .batching import Overloaded
-from .config import LANGS, Settings
+from .batching import Overloaded, ThreadPlan, configure_torch_threads
+from .config import LANGS, Settings, load_models_config
 from .errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized
 from .schemas import SEGMENT_ADAPTER, AnalyzeRequest, openapi_document
 from .serialize import analysis_json, session_json
@@ -58,7 +58,7 @@ _HTTP_CODES = {
     429: "RATE_LIMITED",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_TOO_DEEP = "The JSON body is nested too deeply; send a flat object such as {\"audio_data\": \"<base64>\"}."
+_TOO_DEEP = 'The JSON body is nested too deeply; send a flat object such as {"audio_data": "<base64>"}.'
 
 
 class InMemoryRequest(Request):
@@ -528,6 +528,18 @@ def _record_when_loaded(loader: threading.Thread, analyzer: SpeechEmotionAnalyze
     _record_models(analyzer)
 
 
+def configure_threads(settings: Settings) -> ThreadPlan:
+    """Share this server process's cores between model calls (``TORCH_THREADS``; once per process).
+
+    The server entry points call it in each worker process before :func:`create_app` loads models;
+    apps built in tests leave the test process's threads alone. It never touches CUDA.
+    """
+    config = load_models_config(settings.models_config)
+    # The bundled CNN is too small to split over cores: its calls run side by side instead.
+    light = all(config.models[name].backend == "bundled" for name in config.preset(settings.model_preset))
+    return configure_torch_threads(settings.torch_threads, workers=settings.workers, light_models=light)
+
+
 def create_app(
     settings: Settings | None = None,
     analyzer: SpeechEmotionAnalyzer | None = None,
@@ -553,7 +565,7 @@ def create_app(
     if not analyzer.loading:
         _record_models(analyzer)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: /docs serves its own assets
     app.request_class = InMemoryRequest
     if settings.trusted_proxies:
         # Only the last TRUSTED_PROXIES hops of X-Forwarded-For were added by our own proxies.

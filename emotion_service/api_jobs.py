@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .analyzer import SpeechEmotionAnalyzer
 from .api import _json_body, _lang, envelope, single_audio_from_request
 from .config import LANGS, Settings
+from .audio import check_container
 from .errors import InvalidRequest
 from .interview import parse_ranges, run_job
 from .jobs import (
@@ -33,6 +34,8 @@ from .jobs import (
     open_backend,
     valid_job_id,
 )
+from .schemas import ERROR_STATUSES
+from .segmentation import SegmentOptions
 from .webhooks import WebhookPolicy, notifier
 
 logger = logging.getLogger(__name__)
@@ -52,9 +55,9 @@ MESSAGES = {
 }
 
 
-def default_task(analyzer: SpeechEmotionAnalyzer) -> JobTask:
+def default_task(analyzer: SpeechEmotionAnalyzer, segments: SegmentOptions | None = None) -> JobTask:
     """The work of a job: the whole-interview analysis of :mod:`.interview`."""
-    run = functools.partial(run_job, analyzer)
+    run = functools.partial(run_job, analyzer, segments=segments)
 
     def task(audio: bytes, options: dict[str, Any], progress: Callable[[float], None]) -> dict[str, Any]:
         analyzer.load()  # a job re-queued at start may come before the models finished loading: wait for them
@@ -95,7 +98,7 @@ def init_app(app: Flask, settings: Settings, analyzer: SpeechEmotionAnalyzer, *,
             interrupted by a restart run again at once; otherwise on the first /jobs request
             (an app that never gets one creates no job directory).
     """
-    jobs = Jobs(settings, default_task(analyzer))
+    jobs = Jobs(settings, default_task(analyzer, SegmentOptions(vad=settings.vad)))
     app.extensions[EXTENSION] = jobs
     app.extensions.setdefault("openapi_paths", {}).update(OPENAPI_PATHS)
     app.register_blueprint(bp)
@@ -129,7 +132,7 @@ def _options(lang: str) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser allows
             raise InvalidRequest("'options' is not valid JSON; send an object such as {\"speech_lang\": \"en\"}.",
                                  error_code="INVALID_OPTIONS") from None  # fmt: skip
     raw = {} if raw is None else raw
@@ -179,6 +182,7 @@ def submit():
     audio = single_audio_from_request()
     options = _options(lang)
     webhook_url = _webhook_url()
+    check_container(audio, current_app.config["ANALYZER"].limits)  # decoding is the job's
     job = _jobs().backend.submit(audio, options, webhook_url)
     del audio
     status_url = url_for("jobs.status", job_id=job.id)
@@ -275,6 +279,14 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return inline(schema)  # type: ignore[no-any-return]
 
 
+JOB_ERRORS = {
+    "400": "Bad input or options (the message says how to fix it)",
+    "404": "No such job (JOB_NOT_FOUND): never existed, deleted, or past its retention",
+    "503": "The job queue cannot be reached (JOBS_UNAVAILABLE); retry later",
+    "507": "The job store is out of disk space (JOB_STORE_FULL); nothing was kept, retry later",
+}
+
+
 def _operation(summary: str, status: int, model: type[BaseModel], body: bool = False) -> dict[str, Any]:
     envelope_schema = {
         "type": "object",
@@ -286,14 +298,18 @@ def _operation(summary: str, status: int, model: type[BaseModel], body: bool = F
         },  # fmt: skip
         "required": ["success", "message", "data"],
     }
+    errors = ("400", "401", "413", "415", "429", "503", "507") if body else ("401", "404", "429", "503")
     operation: dict[str, Any] = {
         "summary": summary,
         "security": [{"ApiKey": []}],
         "responses": {
             str(status): {"description": "Success", "content": {"application/json": {"schema": envelope_schema}}},
-            "404" if not body else "400": {
-                "description": "See error_code and message",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+            **{
+                code: {
+                    "description": JOB_ERRORS.get(code) or ERROR_STATUSES[code],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                }
+                for code in errors
             },
         },
     }

@@ -2,8 +2,10 @@
 
 WAV, FLAC, OGG (Vorbis/Opus), MP3 and AIFF are read by libsndfile (``soundfile``); M4A/AAC,
 WebM/Opus and other containers by FFmpeg's libraries bundled in the PyAV wheel, so no system
-``ffmpeg`` is needed and nothing touches the disk. Decoding is incremental and stops at the
-duration limit, so a small file that claims hours of audio cannot exhaust memory.
+``ffmpeg`` is needed and nothing touches the disk. Decoding is incremental: each block is mixed
+to mono and resampled to 16 kHz as it arrives, and decoding stops at the duration limit, so what
+a clip holds in memory is bounded by ``max_seconds`` at 16 kHz however small the file and
+whatever rate, channel count or length it claims.
 
 Every way an input can be unusable raises :class:`~emotion_service.errors.InvalidAudio` (or
 :class:`~emotion_service.errors.PayloadTooLarge`) with a stable ``error_code`` and a message
@@ -33,6 +35,7 @@ MAX_SAMPLING_RATE = 768_000
 # RMS below -70 dBFS: nothing a microphone picked up from a speaking person.
 SILENCE_RMS = 10 ** (-70 / 20)
 _BLOCK_FRAMES = 1 << 16
+_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's frame count when the header does not say
 
 
 @dataclass(frozen=True)
@@ -150,20 +153,60 @@ def sniff_format(data: bytes) -> str | None:
 _SOUNDFILE_FORMATS = {"wav", "flac", "ogg", "aiff", "mp3"}
 
 
+def check_container(data: bytes, limits: AudioLimits | None = None) -> str:
+    """The cheap checks that come before decoding: not empty, within the size limit, a known container.
+
+    ``POST /jobs`` runs them at submission, so that what cannot be decoded at all is refused at
+    once rather than failing the job later. Returns the container's name (see :func:`sniff_format`).
+
+    Raises:
+        PayloadTooLarge: Over ``limits.max_bytes``.
+        InvalidAudio: Empty (``EMPTY_AUDIO``) or not an audio container we read (``UNSUPPORTED_FORMAT``).
+    """
+    limits = limits or AudioLimits()
+    if not data:
+        raise InvalidAudio("The audio is empty (0 bytes); send a recording.", error_code="EMPTY_AUDIO")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"The audio is {len(data) / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:g} MB "
+            "(MAX_UPLOAD_MB); send a shorter or compressed recording."
+        )
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise InvalidAudio(
+            f"This is not an audio file we can read; send {SUPPORTED_FORMATS}.", error_code="UNSUPPORTED_FORMAT"
+        )
+    return fmt
+
+
 # -- decoding ---------------------------------------------------------------------------------
 
 
 class _Decoded:
-    """Mono blocks gathered while decoding, with the input's properties."""
+    """Mono 16 kHz blocks gathered while decoding, with the input's properties.
+
+    Each block is mixed to mono and resampled to 16 kHz as it arrives, so what is held is
+    bounded by the duration limit at 16 kHz (64 kB per second of audio), whatever rate and
+    channel count the file declares: a small FLAC that decodes to minutes at 655 kHz cannot
+    exhaust memory.
+    """
 
     def __init__(self, rate: int, channels: int, limits: AudioLimits, fmt: str) -> None:
         _check_stream(rate, channels, limits, fmt)
         self.rate = rate
         self.channels = channels
         self.blocks: list[np.ndarray] = []
-        self.frames = 0
+        self.frames = 0  # at the input's rate
+        self.energy = 0.0  # sum of squared 16 kHz samples, for the silence check
         self.cap = int(limits.max_seconds * rate) + 1
         self.limits = limits
+        self._resampler = None
+        if rate != SAMPLING_RATE:
+            self._resampler = soxr.ResampleStream(rate, SAMPLING_RATE, 1, dtype="float32", quality="HQ")
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate
 
     def add(self, block: np.ndarray) -> None:
         """Add a (frames, channels) or (frames,) float block; raise once over the duration limit."""
@@ -175,12 +218,20 @@ class _Decoded:
                 error_code="INVALID_SAMPLES",
             )
         mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32, copy=False)
-        self.blocks.append(mono)
         self.frames += len(mono)
         if self.frames > self.cap:
             raise _too_long(self.limits, more_than=True)
+        self._keep(self._resampler.resample_chunk(np.ascontiguousarray(mono)) if self._resampler else mono)
+
+    def _keep(self, mono: np.ndarray) -> None:
+        self.blocks.append(mono)
+        self.energy += float(np.square(mono, dtype=np.float64).sum())
 
     def signal(self) -> np.ndarray:
+        """All samples at 16 kHz (the resampler's tail is flushed on the first call)."""
+        if self._resampler is not None:
+            self._keep(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._resampler = None
         return np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
 
 
@@ -212,6 +263,9 @@ def _too_long(limits: AudioLimits, seconds: float | None = None, *, more_than: b
 def _read_soundfile(data: bytes, fmt: str, limits: AudioLimits) -> _Decoded:
     with sf.SoundFile(io.BytesIO(data)) as file:
         decoded = _Decoded(file.samplerate, file.channels, limits, fmt)
+        if fmt == "flac" and decoded.cap < file.frames < _UNKNOWN_FRAMES:
+            # FLAC's header holds the exact length (or 0: unknown); refuse a long one without decoding it.
+            raise _too_long(limits, file.frames / file.samplerate)
         while True:
             block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
             if len(block) == 0:
@@ -264,18 +318,7 @@ def decode_audio(data: bytes, limits: AudioLimits | None = None) -> DecodedAudio
     import av
 
     limits = limits or AudioLimits()
-    if not data:
-        raise InvalidAudio("The audio is empty (0 bytes); send a recording.", error_code="EMPTY_AUDIO")
-    if len(data) > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"The audio is {len(data) / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:g} MB "
-            "(MAX_UPLOAD_MB); send a shorter or compressed recording."
-        )
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise InvalidAudio(
-            f"This is not an audio file we can read; send {SUPPORTED_FORMATS}.", error_code="UNSUPPORTED_FORMAT"
-        )
+    fmt = check_container(data, limits)
     readers = [_read_soundfile, _read_pyav] if fmt in _SOUNDFILE_FORMATS else [_read_pyav]
     errors = []
     for reader in readers:
@@ -292,16 +335,16 @@ def decode_audio(data: bytes, limits: AudioLimits | None = None) -> DecodedAudio
             "Check that it plays, or re-encode it as WAV or FLAC.",
             error_code="CORRUPT_AUDIO",
         )
-    return _finish(decoded.signal(), decoded.rate, decoded.channels, fmt, limits)
+    return _finish(decoded, fmt, limits)
 
 
-def _finish(signal: np.ndarray, rate: int, channels: int, fmt: str, limits: AudioLimits) -> DecodedAudio:
-    if len(signal) == 0:
+def _finish(decoded: _Decoded, fmt: str, limits: AudioLimits) -> DecodedAudio:
+    if decoded.frames == 0:
         raise InvalidAudio(
             f"The {fmt} file holds no samples; it may be truncated. Send the complete recording.",
             error_code="EMPTY_AUDIO",
         )
-    seconds = len(signal) / rate
+    seconds = decoded.seconds
     if seconds > limits.max_seconds:
         raise _too_long(limits, seconds)
     if seconds < limits.min_seconds:
@@ -309,14 +352,15 @@ def _finish(signal: np.ndarray, rate: int, channels: int, fmt: str, limits: Audi
             f"The audio lasts {seconds:.2f} s; send at least {limits.min_seconds:g} s of speech (MIN_AUDIO_SECONDS).",
             error_code="AUDIO_TOO_SHORT",
         )
-    if float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) < SILENCE_RMS:
+    signal = decoded.signal()
+    if np.sqrt(decoded.energy / max(len(signal), 1)) < SILENCE_RMS:
         raise InvalidAudio(
             "The audio is silent (below -70 dBFS); check the microphone and that the right track was sent.",
             error_code="SILENT_AUDIO",
         )
-    if rate != SAMPLING_RATE:
-        signal = soxr.resample(signal, rate, SAMPLING_RATE, quality="HQ").astype(np.float32, copy=False)
-    return DecodedAudio(np.ascontiguousarray(signal), original_sampling_rate=rate, channels=channels, format=fmt)
+    return DecodedAudio(
+        np.ascontiguousarray(signal), original_sampling_rate=decoded.rate, channels=decoded.channels, format=fmt
+    )
 
 
 def prepare_signal(signal: np.ndarray, sampling_rate: int, limits: AudioLimits | None = None) -> DecodedAudio:
@@ -342,7 +386,7 @@ def prepare_signal(signal: np.ndarray, sampling_rate: int, limits: AudioLimits |
     decoded = _Decoded(int(sampling_rate), channels, limits, "array")
     for start in range(0, len(array), _BLOCK_FRAMES):
         decoded.add(np.asarray(array[start : start + _BLOCK_FRAMES], dtype=np.float32))
-    return _finish(decoded.signal(), decoded.rate, channels, "array", limits)
+    return _finish(decoded, "array", limits)
 
 
 def load_audio(

@@ -1,10 +1,18 @@
 """Micro-batching: clips from concurrent requests go through a model together.
 
-Each model gets one :class:`MicroBatcher` with one worker thread. Request threads hand it their
-clips and wait; the worker takes what is queued (up to ``max_batch`` clips, waiting at most
-``max_wait`` seconds for more after the first), sorts the clips by length so that padding is
-small, runs the model once and hands every request its own outputs. One thread per model also
-means one batch at a time per model, so concurrent requests do not oversubscribe the cores.
+Each model gets one :class:`MicroBatcher`. Request threads hand it their clips and wait; a worker
+thread takes what is queued (up to ``max_batch`` clips, waiting at most ``max_wait`` seconds for
+more after the first), sorts the clips by length so that padding is small, runs the model once and
+hands every request its own outputs.
+
+Cores are shared by a plan made once per process (:func:`configure_torch_threads`, the
+``TORCH_THREADS`` setting): torch's intra-op threads per model call, and how many model calls may
+run at once across all the batchers of the process, so that threads x calls = the process's cores.
+The hub models are big enough to use every core in one call, so their calls take turns (never
+three batchers' calls of all-core threads at once); the bundled CNN is not (a 5 s clip is ~0.4
+GFLOP, its convolutions do not split well), so it runs one thread per call and as many calls at
+once as there are cores: on 2 cores that took it from 469 to 749 audio seconds per second at 8
+clients (``bench/bench_engine.py``).
 
 When more than ``max_queue`` clips are waiting, new work is refused at once with
 :class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of piling up.
@@ -12,13 +20,17 @@ When more than ``max_queue`` clips are waiting, new work is refused at once with
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +66,84 @@ class BatchOptions:
     max_queue: int = 256
 
 
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How a process shares its cores between model calls.
+
+    Attributes:
+        cores: Cores this process may use (its CPU affinity, divided among ``workers`` processes).
+        torch_threads: torch intra-op threads of each model call.
+        parallel_calls: Model calls that may run at once, all batchers together.
+    """
+
+    cores: int
+    torch_threads: int
+    parallel_calls: int
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def plan_threads(
+    torch_threads: int = 0, *, workers: int = 1, light_models: bool = False, cores: int | None = None
+) -> ThreadPlan:
+    """Share the cores between model calls (see the module docstring).
+
+    Args:
+        torch_threads: ``TORCH_THREADS``; 0 chooses: all of the process's cores per call for the
+            hub models, one per call for light models only.
+        workers: Server processes on the machine (``WORKERS``); each gets ``cores // workers``.
+        light_models: Every model is small (the bundled CNN): calls run side by side instead.
+        cores: Cores of the machine; default :func:`available_cores`.
+    """
+    share = max(1, (cores or available_cores()) // max(1, workers))
+    threads = torch_threads or (1 if light_models else share)
+    return ThreadPlan(cores=share, torch_threads=threads, parallel_calls=max(1, share // threads))
+
+
+_plan: ThreadPlan | None = None
+_gate: threading.BoundedSemaphore | None = None
+_plan_lock = threading.Lock()
+
+
+def configure_torch_threads(torch_threads: int = 0, *, workers: int = 1, light_models: bool = False) -> ThreadPlan:
+    """Apply a :class:`ThreadPlan` to this process: torch's threads, and the batchers' shared gate.
+
+    Call it once per server process before any model runs (later calls return the plan in force).
+    It never touches CUDA.
+    """
+    global _plan, _gate
+    import torch
+
+    with _plan_lock:
+        if _plan is not None:
+            return _plan
+        plan = plan_threads(torch_threads, workers=workers, light_models=light_models)
+        torch.set_num_threads(plan.torch_threads)
+        try:
+            # Requests already run in their own threads; torch's inter-op pool would add more.
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # set before, or inter-op work already started: keep what is there
+            logger.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
+        _plan, _gate = plan, threading.BoundedSemaphore(plan.parallel_calls)
+        logger.info(
+            "torch threads: %d per model call, %d call(s) at once (%d cores)",
+            plan.torch_threads,
+            plan.parallel_calls,
+            plan.cores,
+        )
+        return plan
+
+
+def current_plan() -> ThreadPlan | None:
+    """The plan applied by :func:`configure_torch_threads`, or None when there is none."""
+    return _plan
+
+
 @dataclass
 class _Job:
     signals: list[np.ndarray]
@@ -63,8 +153,12 @@ class _Job:
 class MicroBatcher:
     """Runs one model on batches gathered from concurrent callers.
 
+    The batcher has as many worker threads as the process's thread plan lets model calls run at
+    once (one for the hub models), and every call of every batcher holds a slot of the plan's gate.
+    Without a plan (:func:`configure_torch_threads` not called) it has one thread and no gate.
+
     Args:
-        model: The model; only the batcher's thread calls it from now on.
+        model: The model; only the batcher's threads call it from now on.
         options: Batch size, wait and queue bounds.
     """
 
@@ -74,9 +168,16 @@ class MicroBatcher:
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._queued = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"batch-{model.info.name}", daemon=True)
-        self._thread.start()
         self.batches = 0  # batches run, for tests and metrics
+        with _plan_lock:
+            plan, gate = _plan, _gate
+        self._gate: AbstractContextManager[Any] = gate or contextlib.nullcontext()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"batch-{model.info.name}-{n}", daemon=True)
+            for n in range(plan.parallel_calls if plan else 1)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def process_signals(self, signals: Sequence[np.ndarray], sampling_rate: int = SAMPLING_RATE) -> list[ModelOutput]:
         """Score clips as the model would, batched with other callers' clips; blocks until done.
@@ -98,14 +199,22 @@ class MicroBatcher:
         return job.future.result()
 
     def close(self) -> None:
-        """Stop the worker thread once the queued work is done."""
-        self._jobs.put(None)
-        self._thread.join(timeout=30)
+        """Stop the worker threads once the queued work is done."""
+        self._jobs.put(None)  # each worker puts it back for the next one
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _gather(self, first: _Job) -> list[_Job]:
+        limit = self.options.max_batch
+        if len(self._threads) > 1:
+            # Several workers: take a fair share of what waits, so that the others get work at once
+            # instead of the whole queue going through one call while they idle.
+            with self._lock:
+                waiting = self._queued
+            limit = min(limit, max(1, -(-waiting // len(self._threads))))
         jobs, count = [first], len(first.signals)
         deadline = time.monotonic() + self.options.max_wait
-        while count < self.options.max_batch:
+        while count < limit:
             remaining = deadline - time.monotonic()
             try:
                 job = self._jobs.get(timeout=max(remaining, 0)) if remaining > 0 else self._jobs.get_nowait()
@@ -122,6 +231,7 @@ class MicroBatcher:
         while True:
             first = self._jobs.get()
             if first is None:
+                self._jobs.put(None)  # for the batcher's other workers
                 return
             jobs = self._gather(first)
             signals = [s for job in jobs for s in job.signals]
@@ -132,12 +242,14 @@ class MicroBatcher:
                 outputs_sorted: list[ModelOutput] = []
                 for start in range(0, len(order), self.options.max_batch):
                     chunk = order[start : start + self.options.max_batch]
-                    outputs_sorted += self.model.process_signals([signals[i] for i in chunk], SAMPLING_RATE)
+                    with self._gate:
+                        outputs_sorted += self.model.process_signals([signals[i] for i in chunk], SAMPLING_RATE)
             except Exception as exc:  # noqa: BLE001 - not swallowed: every waiting caller re-raises it
                 for job in jobs:
                     job.future.set_exception(exc)
                 continue
-            self.batches += 1
+            with self._lock:
+                self.batches += 1
             outputs: list[ModelOutput | None] = [None] * len(signals)
             for position, index in enumerate(order):
                 outputs[index] = outputs_sorted[position]

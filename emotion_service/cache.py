@@ -5,8 +5,8 @@ is one entry), the versions of the loaded models and the options that change the
 value is what the models said — never the audio — as JSON, so a shared Redis holds no pickles.
 
 ``MemoryCache`` (an LRU per process) is the default; ``RedisCache`` shares entries between
-workers and instances. A cache that fails (Redis down) behaves as a miss: requests are still
-served, just not faster.
+workers and instances. A cache that fails (Redis down) behaves as a miss, and is left alone for a
+few seconds before it is tried again: requests are still served, just not faster.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -81,31 +82,54 @@ class MemoryCache:
 class RedisCache:
     """Results in Redis with a time to live, shared by every worker and instance.
 
+    When Redis cannot be reached, every lookup is a miss and nothing is stored for
+    ``pause_seconds`` (one warning logged and one ``emotion_cache_errors_total`` counted per
+    failure), then Redis is tried again: a Redis that hangs costs one request the 1 s timeout
+    per pause, not every request two of them.
+
     Args:
         url: ``redis://host:port/db``.
         ttl_seconds: How long an entry lives.
+        pause_seconds: How long to leave Redis alone after it failed.
     """
 
-    def __init__(self, url: str, ttl_seconds: int = 86_400) -> None:
+    def __init__(self, url: str, ttl_seconds: int = 86_400, pause_seconds: float = 5.0) -> None:
         import redis
 
         self.ttl_seconds = ttl_seconds
+        self.pause_seconds = pause_seconds
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._errors = (redis.RedisError, OSError)
+        self._paused_until = 0.0
+
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    def _failed(self, exc: Exception, consequence: str) -> None:
+        from . import metrics  # imported here: metrics imports the analyzer, which imports this module
+
+        self._paused_until = time.monotonic() + self.pause_seconds
+        metrics.record_cache_error()
+        logger.warning("result cache unavailable, %s; Redis is tried again in %g s: %s",
+                       consequence, self.pause_seconds, exc)  # fmt: skip
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if self._paused():
+            return None
         try:
             text = self._client.get(key)
         except self._errors as exc:
-            logger.warning("result cache unavailable, treating as a miss: %s", exc)
+            self._failed(exc, "treating as a miss")
             return None
         return json.loads(text) if text else None
 
     def set(self, key: str, value: dict[str, Any]) -> None:
+        if self._paused():
+            return
         try:
             self._client.set(key, json.dumps(value), ex=self.ttl_seconds)
         except self._errors as exc:
-            logger.warning("result cache unavailable, result not stored: %s", exc)
+            self._failed(exc, "result not stored")
 
 
 def make_cache(size: int, redis_url: str | None = None, ttl_seconds: int = 86_400) -> ResultCache | None:

@@ -106,10 +106,11 @@ def _build_worker() -> _Worker:
     else:
         from .analyzer import SpeechEmotionAnalyzer
         from .interview import run_job
+        from .segmentation import SegmentOptions
 
         # One job at a time per worker process: no micro-batching; results cached like the API's.
         analyzer = SpeechEmotionAnalyzer.from_settings(settings, max_seconds=settings.job_max_seconds, batching=False)
-        task = functools.partial(run_job, analyzer)
+        task = functools.partial(run_job, analyzer, segments=SegmentOptions(vad=settings.vad))
     store = RedisJobStore(broker_url(settings), retention=settings.job_retention_hours * 3600)
     return _Worker(settings, store, task, notifier(settings))
 

@@ -91,8 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the advice")
     parser.add_argument("--speech-lang", default="zh", help="language the candidates speak (speech-rate norms)")
     parser.add_argument("--max-seconds", type=float, default=7200, help="longest recording accepted")
+    parser.add_argument(
+        "--vad",
+        default=os.environ.get("VAD", "silero").strip().lower(),
+        help="voice activity detection of interview mode: silero or energy (default: $VAD, else silero)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from .segmentation import VADS, SegmentOptions
+
+    if args.vad not in VADS:
+        parser.error(f"--vad (or VAD) must be one of {', '.join(VADS)}, not {args.vad!r}")
 
     from tqdm import tqdm
 
@@ -125,7 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     **analysis_json(analyzer.analyze(path, lang=args.lang), args.lang),
                 }
             else:
-                result = analyze_interview(analyzer, path, lang=args.lang, speech_lang=args.speech_lang, limits=limits)
+                result = analyze_interview(
+                    analyzer,
+                    path,
+                    lang=args.lang,
+                    speech_lang=args.speech_lang,
+                    limits=limits,
+                    segments=SegmentOptions(vad=args.vad),
+                )
                 record = {"file": str(path), "success": True, **interview_json(result, args.lang)}
         except ServiceError as exc:
             failed += 1

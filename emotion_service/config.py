@@ -230,12 +230,14 @@ class Settings:
     trusted_proxies: int = 0
     log_file: str = "emotion_api.log"
     emotion_inference: bool = True
+    vad: str = "silero"  # segmentation.SegmentOptions.vad has the same default
     cache_size: int = 1024
     cache_ttl: int = 86_400
     batch_max: int = 8
     batch_wait_ms: float = 5.0
     max_queue: int = 64
     quantize: str = "none"
+    torch_threads: int = 0  # 0: batching.plan_threads chooses
     log_max_mb: float = 10.0
     log_backups: int = 5
     job_backend: str = "local"
@@ -362,6 +364,11 @@ SETTINGS: tuple[Setting, ...] = (
         "at work is not allowed, e.g. under the EU AI Act).",
     ),
     Setting(
+        "VAD", "vad", _choice("silero", "energy"),
+        "Voice activity detection that cuts whole recordings (/jobs, CLI interview mode): silero (network, "
+        "robust to noise) or energy (level-relative intensity).",
+    ),
+    Setting(
         "CACHE_SIZE", "cache_size", _non_negative_int,
         "Results of identical audio kept (in-memory LRU entries; 0 disables; with REDIS_URL the cache is in Redis).",
     ),
@@ -370,6 +377,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
     Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
     Setting("QUANTIZE", "quantize", _quantize, "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
+    Setting(
+        "TORCH_THREADS", "torch_threads", _non_negative_int,
+        "torch threads per model call (0: automatic, the process's cores for the hub models, 1 for the bundled model).",
+    ),
     Setting(
         "JOB_BACKEND", "job_backend", _choice("local", "celery"),
         "Where /jobs run: local (thread pool + SQLite) or celery (workers + Redis).",

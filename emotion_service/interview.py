@@ -689,12 +689,18 @@ def _delivery_advice(
 
 
 def run_job(
-    analyzer: SpeechEmotionAnalyzer, audio: bytes, options: dict[str, Any], progress: Callable[[float], None]
+    analyzer: SpeechEmotionAnalyzer,
+    audio: bytes,
+    options: dict[str, Any],
+    progress: Callable[[float], None],
+    *,
+    segments: SegmentOptions | None = None,
 ) -> dict[str, Any]:
     """The work of one ``/jobs`` job: analyse a whole recording and return its JSON.
 
     Options: ``lang`` (advice), ``speech_lang`` (rate norms), ``ranges`` (question ranges),
-    ``max_seconds`` (longest recording accepted).
+    ``max_seconds`` (longest recording accepted). ``segments``: how the server cuts recordings
+    (its ``VAD`` setting), not a client option.
     """
     from .serialize import interview_json
 
@@ -711,6 +717,7 @@ def run_job(
         lang=lang,
         speech_lang=options.get("speech_lang", "zh"),
         limits=limits,
+        segments=segments,
         progress=progress,
     )
     return interview_json(result, lang)

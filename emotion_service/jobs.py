@@ -13,6 +13,7 @@ deleted the moment the job is done, failed or deleted. It is never logged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -85,6 +86,29 @@ class JobQueueUnavailable(ServiceError):
 
     status = 503
     error_code = "JOBS_UNAVAILABLE"
+
+
+class JobStoreFull(ServiceError):
+    """The job store's disk is full (or over its quota); the job was not accepted and nothing of it was kept."""
+
+    status = 507
+    error_code = "JOB_STORE_FULL"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The job store is out of disk space, so the job was not accepted; retry later. "
+            "Operators: free disk space in JOB_DIR, or lower JOB_RETENTION_HOURS."
+        )
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
 
 
 class JobAbandoned(Exception):
@@ -306,10 +330,13 @@ class SQLiteJobStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (it does on a full disk), and a failed COMMIT
+                # leaves the transaction open: either way none may stay open, or the store is stuck.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _audio_path(self, job_id: str) -> Path:
         if not valid_job_id(job_id):  # ids become file names: never let one be a path
@@ -325,12 +352,24 @@ class SQLiteJobStore:
         return None if row is None else _job_from_row(row)
 
     def create(self, job: Job, audio: bytes) -> None:
+        """Store a new job and its recording.
+
+        Raises:
+            JobStoreFull: The disk is full; neither the recording nor the record was kept.
+        """
         path = self._audio_path(job.id)
         partial = path.with_suffix(".part")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(audio)
-        os.replace(partial, path)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(audio)
+            os.replace(partial, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()  # at once: a partial recording would keep the disk full
+            if _disk_full(exc):
+                raise JobStoreFull() from exc
+            raise
         try:
             with self._transaction() as db:
                 db.execute(
@@ -347,8 +386,10 @@ class SQLiteJobStore:
                         job.attempts,
                     ),  # fmt: skip
                 )
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             self._remove_audio(job.id)
+            if _disk_full(exc):
+                raise JobStoreFull() from exc
             raise
 
     def get(self, job_id: str) -> Job | None:

@@ -51,6 +51,7 @@ BATCH_SEGMENTS = Histogram(
     "emotion_batch_segments", "Segments per /batch_analyze request.", buckets=(1, 2, 3, 5, 10, 20, 50, 100),
 )
 CACHE_HITS = Counter("emotion_cache_hits", "Analyses answered from the result cache.")
+CACHE_ERRORS = Counter("emotion_cache_errors", "Result-cache lookups or stores that failed (Redis unreachable).")
 
 
 def record_request(endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -67,6 +68,11 @@ def record_analysis(result: AnalysisResult) -> None:
         return
     for model in result.models:
         INFERENCE_SECONDS.labels(model.name).observe(model.inference_time)
+
+
+def record_cache_error() -> None:
+    """Count one failed lookup or store of the result cache (served as a miss)."""
+    CACHE_ERRORS.inc()
 
 
 def record_batch(segments: int) -> None:

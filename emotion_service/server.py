@@ -134,10 +134,11 @@ class _Server(BaseApplication):  # type: ignore[misc]
         self.cfg.set("post_worker_init", lambda worker: announce_ready(settings, worker.wsgi))
 
     def load(self) -> Any:
-        from .api import create_app
+        from .api import configure_threads, create_app
         from .logs import configure_logging
 
         configure_logging(self.settings)
+        configure_threads(self.settings)  # in the worker, before its models load
         return create_app(self.settings, load_models="now")
 
 

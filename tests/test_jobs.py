@@ -181,11 +181,21 @@ def test_malformed_and_unknown_ids_are_404(jobs_client, job_id):
     assert unknown.status_code == 404 and unknown.get_json()["error_code"] == "JOB_NOT_FOUND"
 
 
+CORRUPT_WAV = CLIP[:12] + b"not audio at all" * 100  # a WAV header, then nothing decodable
+
+
+@pytest.mark.parametrize(("audio", "code"), [(b"", "EMPTY_AUDIO"), (b"not audio at all" * 100, "UNSUPPORTED_FORMAT")])
+def test_what_is_not_audio_at_all_is_refused_at_submission(jobs_client, job_settings, audio, code):
+    response = jobs_client.post("/jobs", data={"audio": (io.BytesIO(audio), "a.wav")})
+    assert response.status_code == 400 and response.get_json()["error_code"] == code
+    assert audio_files(job_settings) == []
+
+
 def test_undecodable_audio_fails_the_job_at_once(jobs_client, job_settings):
-    job_id = jobs_client.post("/jobs", data={"audio": (io.BytesIO(b"not audio at all" * 100), "a.wav")})
+    job_id = jobs_client.post("/jobs", data={"audio": (io.BytesIO(CORRUPT_WAV), "a.wav")})
     data = poll(jobs_client, job_id.get_json()["data"]["job_id"])
     assert data["status"] == "failed" and data["attempts"] == 1  # the same bytes would fail again: no retry
-    assert data["error"]["error_code"] and data["error"]["message"]
+    assert data["error"]["error_code"] == "CORRUPT_AUDIO" and data["error"]["message"]
     assert "result" not in data
     assert audio_files(job_settings) == []
 

@@ -93,7 +93,7 @@ def test_jobs_run_on_a_celery_worker(celery_app, redis_url, tmp_path):  # noqa: 
         assert store.audio(job_id) is None  # the recording left Redis when the job ended
         assert store.redis.ttl(f"emotion-jobs:job:{job_id}") > 0  # the result expires (JOB_RETENTION_HOURS)
 
-        bad = client.post("/jobs", data={"audio": (io.BytesIO(b"not audio" * 50), "a.wav")})
+        bad = client.post("/jobs", data={"audio": (io.BytesIO(CLIP[:12] + b"not audio" * 50), "a.wav")})
         failed = poll(client, bad.get_json()["data"]["job_id"], timeout=60)
         assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error"]["error_code"]
 

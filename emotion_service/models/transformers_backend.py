@@ -43,8 +43,11 @@ _FROM_PRETRAINED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 # Batches are cut so that (clips in the batch) x (longest clip) stays below this many samples:
-# attention memory grows with the square of the length, so long clips go alone or windowed.
-MAX_BATCH_SAMPLES = 40 * SAMPLING_RATE
+# attention memory grows with the square of the length, so long clips go alone or windowed. The
+# convolutional encoder's first layers hold ~110 MB of activations per second of audio in a batch
+# (measured on HuBERT-Large, fp32), so 20 s keeps a batch's peak near 0.45 GB and the full preset
+# under 1.3x its weights; on CPU, batches of 4 x 5 s ran within 5% of batches of 8 (bench_engine).
+MAX_BATCH_SAMPLES = 20 * SAMPLING_RATE
 MAX_BATCH_CLIPS = 8
 # Models without window_seconds still get windows of this length beyond it: one 10-minute clip
 # analysed whole would need tens of GB for attention and take the service down.
