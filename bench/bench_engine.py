@@ -10,7 +10,8 @@ Compared, each in its own subprocess (so that peak memory is its own):
 
 - engine: one shared copy of each model behind a ``MicroBatcher`` per model, each request calling
   the models' batchers in turn as ``SpeechEmotionAnalyzer`` does; fp32 and/or int8 (``--quantize``);
-  threads set by the service's TORCH_THREADS policy (automatic unless ``--torch-threads``).
+  threads shared by the service's TORCH_THREADS plan (automatic unless ``--torch-threads``; ``-1``:
+  no plan, torch's defaults, to see what the plan does).
 - baseline: what a user would write: ``transformers.pipeline("audio-classification")`` per model
   (the bundled model: its own ``process_signals``), one request at a time behind a lock, fp32.
 
@@ -26,7 +27,7 @@ numerical error of the int8 path, not accuracy.
     python bench/bench_engine.py                      # full preset + bundled, engine fp32 and int8
     python bench/bench_engine.py --quick              # smaller copies of the same classes, < 1 min
     python bench/bench_engine.py --quantize none --models-dir /tmp/bench-models   # keep the models
-    python bench/bench_engine.py --device cuda        # on a GPU machine (engine fp16, baseline fp32)
+    python bench/bench_engine.py --device cuda        # on a GPU machine (engine fp16, baseline fp32; no int8)
 
 The last line printed is one JSON object.
 """
@@ -646,6 +647,7 @@ def summarise(system: dict[str, Any], flops: dict[str, int] | None, peak_gflops:
         "peak_rss_load_mb": system["peak_rss_load_mb"],
         "rss_anon_mb": system["rss_anon_mb"],
         "rss_file_mb": system["rss_file_mb"],
+        "cuda_peak_allocated_mb": system.get("cuda_peak_allocated_mb"),
     }
     if flops and peak_gflops:
         per_audio_second = sum(flops.values()) / CLIP_SECONDS
@@ -665,9 +667,10 @@ ROWS = (
     ("throughput_c1", "throughput, 1 client (audio s/s)"),
     ("throughput_c8", "throughput, 8 clients (audio s/s)"),
     ("peak_rss_serving_mb", "peak RSS serving (MB)"),
-    ("peak_rss_load_mb", "peak RSS incl. loading (MB)"),
+    ("peak_rss_load_mb", "peak RSS while loading (MB)"),
     ("rss_anon_mb", "RSS after serving: anonymous (MB)"),
     ("rss_file_mb", "RSS after serving: checkpoint pages (MB)"),
+    ("cuda_peak_allocated_mb", "GPU memory peak, torch allocated (MB)"),
     ("gflop_per_audio_s", "GFLOP per audio second"),
     ("share_of_peak_c8", "share of fp32 matmul peak, 8 clients"),
 )
@@ -675,18 +678,18 @@ ROWS = (
 
 def print_table(title: str, columns: dict[str, dict[str, Any]], baseline: str) -> None:
     names = list(columns)
-    header = f"{'':44}" + "".join(f"{n:>16}" for n in names)
-    header += "".join(f"{n + '/base':>16}" for n in names if n != baseline)
+    header = f"{'':44}" + "".join(f"{n:>18}" for n in names)
+    header += "".join(f"{n + '/base':>18}" for n in names if n != baseline)
     print(f"\n{title}\n{header}")
     for key, label in ROWS:
         values = [columns[n].get(key) for n in names]
         if all(v is None for v in values):
             continue
-        line = f"{label:44}" + "".join(f"{'-' if v is None else v:>16}" for v in values)
+        line = f"{label:44}" + "".join(f"{'-' if v is None else v:>18}" for v in values)
         for n in names:
             if n != baseline:
                 r = ratio(columns[n].get(key), columns[baseline].get(key))
-                line += f"{'-' if r is None else r:>16}"
+                line += f"{'-' if r is None else r:>18}"
         print(line)
 
 
@@ -801,7 +804,7 @@ def parent(args: argparse.Namespace) -> int:
         print("\nint8 vs fp32 logits on real speech (random weights: numerical error of the int8 path):")
         for name, q in quality.items():
             print(f"  {name:16} {q}")
-    print("\ntargets:")
+    print("\ntargets" + (" (they apply to the full-size run, not to --quick):" if args.quick else ":"))
     for name, target in targets.items():
         print(f"  {name}: {'MET' if target['met'] else 'MISSED'} {target}")
     summary = {
@@ -821,6 +824,7 @@ def parent(args: argparse.Namespace) -> int:
         "rtf_per_model": per_model_rtf,
         "int8_quality": quality,
         "targets": targets,
+        "targets_apply": not args.quick,
         "runs": runs,
     }
     print(json.dumps(summary))
@@ -855,9 +859,9 @@ def main() -> int:
         return 0
     quick = args.quick
     args.requests = args.requests or (8 if quick else 16)
-    args.requests_1 = 3 if quick else 4
+    args.requests_1 = 2 if quick else 4
     args.warmup = 1
-    args.requests_bundled, args.requests_1_bundled, args.warmup_bundled = (160, 40, 5) if quick else (800, 200, 20)
+    args.requests_bundled, args.requests_1_bundled, args.warmup_bundled = (80, 20, 3) if quick else (800, 200, 20)
     args.quality_clips = args.quality_clips or (4 if quick else 12)
     return parent(args)
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .analyzer import SpeechEmotionAnalyzer
 from .api import _json_body, _lang, envelope, single_audio_from_request
-from .config import LANGS, Settings
 from .audio import check_container
+from .config import LANGS, Settings
 from .errors import InvalidRequest
 from .interview import parse_ranges, run_job
 from .jobs import (

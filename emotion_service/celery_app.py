@@ -105,9 +105,14 @@ def _build_worker() -> _Worker:
         task = _load_test_task(test_task)
     else:
         from .analyzer import SpeechEmotionAnalyzer
+        from .batching import configure_torch_threads
         from .interview import run_job
         from .segmentation import SegmentOptions
 
+        if settings.torch_threads:
+            # Celery does not tell its processes how many siblings they have (-c): TORCH_THREADS
+            # set to cores / -c keeps them from oversubscribing the cores.
+            configure_torch_threads(settings.torch_threads)
         # One job at a time per worker process: no micro-batching; results cached like the API's.
         analyzer = SpeechEmotionAnalyzer.from_settings(settings, max_seconds=settings.job_max_seconds, batching=False)
         task = functools.partial(run_job, analyzer, segments=SegmentOptions(vad=settings.vad))

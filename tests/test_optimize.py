@@ -14,6 +14,13 @@ def test_linear_layers_become_int8_and_outputs_stay_close():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256), nn.LayerNorm(256)).eval()
     x = torch.randn(50, 256)
+
+    def size(m: nn.Module) -> int:
+        buffer = io.BytesIO()
+        torch.save(m.state_dict(), buffer)
+        return len(buffer.getvalue())
+
+    fp32_size = size(model)
     with torch.inference_mode():
         reference = model(x)
         quantized = quantize_int8(model)
@@ -21,10 +28,5 @@ def test_linear_layers_become_int8_and_outputs_stay_close():
     assert not any(type(m) is nn.Linear for m in quantized.modules())
     cosine = torch.nn.functional.cosine_similarity(reference.flatten(), out.flatten(), dim=0)
     assert cosine > 0.99
-
-    def size(m: nn.Module) -> int:
-        buffer = io.BytesIO()
-        torch.save(m.state_dict(), buffer)
-        return len(buffer.getvalue())
-
-    assert size(quantized) < size(model) / 3
+    assert quantized is model  # in place: no second copy of the weights while loading
+    assert size(quantized) < fp32_size / 3

@@ -129,7 +129,9 @@ class BundledModel(EmotionModel):
         except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             raise RuntimeError(f"bundled model file {file} cannot be read ({exc}); {RETRAIN_HINT}") from exc
         network, settings = network_from_checkpoint(checkpoint, file)
-        network = fuse_batch_norm(network).to(device)
+        # channels-last: max-pooling, half the network's time in the default layout, runs ~2x faster
+        # (same outputs within 1e-7; bench/bench_engine.py).
+        network = fuse_batch_norm(network).to(device, memory_format=torch.channels_last)
         info = ModelInfo(
             name="bundled",
             display_name="Bundled",

@@ -43,11 +43,12 @@ _FROM_PRETRAINED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 # Batches are cut so that (clips in the batch) x (longest clip) stays below this many samples:
-# attention memory grows with the square of the length, so long clips go alone or windowed. The
-# convolutional encoder's first layers hold ~110 MB of activations per second of audio in a batch
-# (measured on HuBERT-Large, fp32), so 20 s keeps a batch's peak near 0.45 GB and the full preset
-# under 1.3x its weights; on CPU, batches of 4 x 5 s ran within 5% of batches of 8 (bench_engine).
-MAX_BATCH_SAMPLES = 20 * SAMPLING_RATE
+# attention memory grows with the square of the length, so long clips go alone or windowed. On CPU
+# a batch holds ~22 MB of activations per second of audio beyond the first clip (HuBERT-Large,
+# fp32, measured) in host memory next to the weights, and batching buys little there (HuBERT-Large:
+# 1.69 s per 5 s clip alone, 1.53-1.68 s in batches of 8), so CPU batches stay small; on a GPU,
+# batching is what makes it fast and the activations are in GPU memory.
+MAX_BATCH_SAMPLES = {"cpu": 10 * SAMPLING_RATE, "cuda": 40 * SAMPLING_RATE}
 MAX_BATCH_CLIPS = 8
 # Models without window_seconds still get windows of this length beyond it: one 10-minute clip
 # analysed whole would need tens of GB for attention and take the service down.
@@ -322,6 +323,7 @@ class TransformersModel(EmotionModel):
         self.device = device
         self.window_samples = int(round(window_seconds * SAMPLING_RATE)) if window_seconds else None
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.max_batch_samples = MAX_BATCH_SAMPLES["cuda" if device.type == "cuda" else "cpu"]
 
     @classmethod
     def load(
@@ -488,7 +490,7 @@ class TransformersModel(EmotionModel):
         for k in order:  # longest first: the first clip of a batch sets its padded length
             length = pieces[k][2] - pieces[k][1]
             longest = pieces[current[0]][2] - pieces[current[0]][1] if current else length
-            full = len(current) >= MAX_BATCH_CLIPS or (len(current) + 1) * longest > MAX_BATCH_SAMPLES
+            full = len(current) >= MAX_BATCH_CLIPS or (len(current) + 1) * longest > self.max_batch_samples
             if current and (full or (not masked and length != longest)):
                 batches.append(current)
                 current = []
