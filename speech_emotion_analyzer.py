@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = analyzer.analyze(path, lang=args.lang)
         except ServiceError as exc:
-            print(json.dumps({"file": path, "success": False, "error_code": exc.error_code, "message": exc.message}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"file": path, "success": False, "error_code": exc.error_code, "message": exc.message},
+                    ensure_ascii=False,
+                )
+            )
             status = 1
             continue
         print(json.dumps({"file": path, "success": True, **analysis_json(result, args.lang)}, ensure_ascii=False))

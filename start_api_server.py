@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     missing = check_dependencies()
     if missing:
-        print(f"Missing packages: {', '.join(missing)}. Install them with: pip install -r requirements.txt", file=sys.stderr)
+        print(
+            f"Missing packages: {', '.join(missing)}. Install them with: pip install -r requirements.txt",
+            file=sys.stderr,
+        )
         return 1
 
     from emotion_service.auth import load_api_keys
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        overrides = {s.attr: parse_setting(s, getattr(args, s.attr)) for s in SETTINGS if getattr(args, s.attr) is not None}
+        overrides = {
+            s.attr: parse_setting(s, getattr(args, s.attr)) for s in SETTINGS if getattr(args, s.attr) is not None
+        }
         settings = Settings.from_env(**overrides)
         load_models_config(settings.models_config).preset(settings.model_preset)
         api_keys = load_api_keys(settings)

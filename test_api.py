@@ -140,8 +140,9 @@ def run(url: str, timeout: float, api_key: str | None = None) -> Checker:
     def analyze_base64() -> None:
         body = expect_envelope(c.post("/analyze", json={"audio_data": "data:audio/wav;base64," + clip_b64}), 200)
         check_analysis(body["data"])
-        assert body["data"]["final_result"]["probabilities"] == results["upload"]["final_result"]["probabilities"], \
+        assert body["data"]["final_result"]["probabilities"] == results["upload"]["final_result"]["probabilities"], (
             "the same audio gave different results as upload and as base64"
+        )
 
     def analyze_english() -> None:
         body = expect_envelope(c.post("/analyze?lang=en", json={"audio_data": clip_b64}), 200)
@@ -174,7 +175,11 @@ def run(url: str, timeout: float, api_key: str | None = None) -> Checker:
         ("truncated WAV", lambda: c.post("/analyze", files={"audio": ("a.wav", clip[:60], "audio/wav")}), 400),
         ("invalid base64", lambda: c.post("/analyze", json={"audio_data": "%%%not-base64%%%"}), 400),
         ("JSON without audio_data", lambda: c.post("/analyze", json={"audio": clip_b64}), 400),
-        ("malformed JSON", lambda: c.post("/analyze", data=b"{not json", headers={"Content-Type": "application/json"}), 400),
+        (
+            "malformed JSON",
+            lambda: c.post("/analyze", data=b"{not json", headers={"Content-Type": "application/json"}),
+            400,
+        ),
         ("wrong content type", lambda: c.post("/analyze", data=b"hello", headers={"Content-Type": "text/plain"}), 415),
         ("silence only", lambda: c.post("/analyze", files={"audio": ("s.wav", silent_wav(), "audio/wav")}), 400),
         ("too short", lambda: c.post("/analyze", files={"audio": ("s.wav", voice_like_wav(0.1), "audio/wav")}), 400),
@@ -193,7 +198,9 @@ def run(url: str, timeout: float, api_key: str | None = None) -> Checker:
     c.check("POST /batch_analyze (3 segments)", batch)
     c.check("POST /batch_analyze (one bad segment)", batch_with_one_bad_segment)
     for name, send, status in bad_inputs:
-        c.check(f"refused: {name} -> {status}", lambda send=send, status=status: expect_envelope(send(), status) and None)
+        c.check(
+            f"refused: {name} -> {status}", lambda send=send, status=status: expect_envelope(send(), status) and None
+        )
     c.check("still healthy after bad inputs", health)
     return c
 

@@ -69,7 +69,10 @@ class InMemoryRequest(Request):
     """
 
     def _get_file_stream(  # type: ignore[override]
-        self, total_content_length: int | None, content_type: str | None, filename: str | None = None,
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
         content_length: int | None = None,
     ) -> io.BytesIO:
         return io.BytesIO()
@@ -106,7 +109,9 @@ def _lang() -> str:
                 lang = body["lang"]
     lang = (lang or current_app.config["SETTINGS"].default_lang).lower()
     if lang not in LANGS:
-        raise InvalidRequest(f"lang={lang!r} is not supported; use one of {', '.join(LANGS)}.", error_code="INVALID_LANG")
+        raise InvalidRequest(
+            f"lang={lang!r} is not supported; use one of {', '.join(LANGS)}.", error_code="INVALID_LANG"
+        )
     return lang
 
 
@@ -124,25 +129,36 @@ def _read_upload(storage: Any, what: str) -> bytes:
     limit = _limits().max_bytes
     data = storage.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"{what} is larger than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording.")
+        raise PayloadTooLarge(
+            f"{what} is larger than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording."
+        )
     return data
 
 
 def _base64_audio(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
-        raise InvalidRequest(f"{what} must be a base64 string, not {type(value).__name__}.", error_code="INVALID_AUDIO_DATA")
+        raise InvalidRequest(
+            f"{what} must be a base64 string, not {type(value).__name__}.", error_code="INVALID_AUDIO_DATA"
+        )
     limit = _limits().max_bytes
     if len(value) > limit * 4 // 3 + 1024:
-        raise PayloadTooLarge(f"{what} decodes to more than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording.")
+        raise PayloadTooLarge(
+            f"{what} decodes to more than the limit of {limit / 1e6:.0f} MB (MAX_UPLOAD_MB); send a shorter or compressed recording."
+        )
     return decode_base64(value)
 
 
 def _json_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if body is None:
-        raise InvalidRequest("The body is not valid JSON; send a JSON object such as {\"audio_data\": \"<base64>\"}.", error_code="INVALID_JSON")
+        raise InvalidRequest(
+            'The body is not valid JSON; send a JSON object such as {"audio_data": "<base64>"}.',
+            error_code="INVALID_JSON",
+        )
     if not isinstance(body, dict):
-        raise InvalidRequest("The JSON body must be an object such as {\"audio_data\": \"<base64>\"}.", error_code="INVALID_JSON")
+        raise InvalidRequest(
+            'The JSON body must be an object such as {"audio_data": "<base64>"}.', error_code="INVALID_JSON"
+        )
     return body
 
 
@@ -154,13 +170,15 @@ def _validated(model: type[ModelT], body: dict[str, Any]) -> ModelT:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
         code = {"lang": "INVALID_LANG", "audio_data": "INVALID_AUDIO_DATA"}.get(field, "INVALID_REQUEST")
-        raise InvalidRequest(f"'{field}': {error['msg']}; see /openapi.json for the request format.", error_code=code) from None
+        raise InvalidRequest(
+            f"'{field}': {error['msg']}; see /openapi.json for the request format.", error_code=code
+        ) from None
 
 
 def _unsupported_media_type() -> ServiceError:
     error = InvalidRequest(
         f"Content-Type {request.mimetype or '(none)'!r} is not supported; send multipart/form-data with the file in "
-        "field 'audio', or application/json with {\"audio_data\": \"<base64>\"}.",
+        'field \'audio\', or application/json with {"audio_data": "<base64>"}.',
         error_code="UNSUPPORTED_MEDIA_TYPE",
     )
     error.status = 415
@@ -188,7 +206,11 @@ def single_audio_from_request() -> bytes:
             )
         parsed = _validated(AnalyzeRequest, body)
         return _base64_audio(parsed.audio_data, "'audio_data'")
-    if request.mimetype.startswith("audio/") or request.mimetype in ("application/octet-stream", "video/webm", "video/mp4"):
+    if request.mimetype.startswith("audio/") or request.mimetype in (
+        "application/octet-stream",
+        "video/webm",
+        "video/mp4",
+    ):
         return _read_upload(request.stream, "The request body")
     raise _unsupported_media_type()
 
@@ -199,7 +221,10 @@ def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]
     if request.mimetype == "multipart/form-data":
         files = request.files.getlist("audio") or request.files.getlist("audio_segments")
         if not files:
-            raise InvalidRequest("No segments found: send JSON {\"audio_segments\": [\"<base64>\", ...]} or several multipart files in field 'audio'.", error_code="MISSING_AUDIO")
+            raise InvalidRequest(
+                'No segments found: send JSON {"audio_segments": ["<base64>", ...]} or several multipart files in field \'audio\'.',
+                error_code="MISSING_AUDIO",
+            )
         raw = files
     elif request.is_json:
         body = _json_body()
@@ -232,7 +257,7 @@ def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]
                 parsed = SEGMENT_ADAPTER.validate_python(item)
             except ValidationError:
                 raise InvalidRequest(
-                    f"{what} must be a base64 string or {{\"audio_data\": \"<base64>\"}}.", error_code="INVALID_AUDIO_DATA"
+                    f'{what} must be a base64 string or {{"audio_data": "<base64>"}}.', error_code="INVALID_AUDIO_DATA"
                 ) from None
             segments.append(_base64_audio(parsed if isinstance(parsed, str) else parsed.audio_data, what))
         except ServiceError as exc:
@@ -251,12 +276,23 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 
 @bp.get("/")
 def index():
-    return envelope(True, "Speech emotion analysis API", {
-        "version": __version__,
-        "endpoints": ["GET /health", "GET /metrics", "POST /analyze", "POST /batch_analyze", "POST /jobs",
-                      "GET /jobs/<job_id>", "DELETE /jobs/<job_id>"],
-        "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
-    })
+    return envelope(
+        True,
+        "Speech emotion analysis API",
+        {
+            "version": __version__,
+            "endpoints": [
+                "GET /health",
+                "GET /metrics",
+                "POST /analyze",
+                "POST /batch_analyze",
+                "POST /jobs",
+                "GET /jobs/<job_id>",
+                "DELETE /jobs/<job_id>",
+            ],
+            "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
+        },
+    )
 
 
 @bp.get("/health")
@@ -276,7 +312,10 @@ def health():
         }
         for m in analyzer.models.values()
     ]
-    failures = [{"name": f.name, "display_name": f.display_name, "source": f.source, "reason": f.reason} for f in analyzer.failures]
+    failures = [
+        {"name": f.name, "display_name": f.display_name, "source": f.source, "reason": f.reason}
+        for f in analyzer.failures
+    ]
     if analyzer.loading:
         status = "loading"
     elif not analyzer.emotion_inference:
@@ -410,7 +449,9 @@ def _http_error(exc: HTTPException):
 
 def _internal_error(exc: Exception):
     logger.exception("request %s failed", g.get("request_id"))
-    return envelope(False, "Internal error; the request id in X-Request-ID helps find it in the logs.", None, "INTERNAL_ERROR", 500)
+    return envelope(
+        False, "Internal error; the request id in X-Request-ID helps find it in the logs.", None, "INTERNAL_ERROR", 500
+    )
 
 
 def _before() -> None:
@@ -474,7 +515,10 @@ def _after(response):
     route = _route()
     metrics.record_request(route, request.method, response.status_code, elapsed)
     access_logger.info(
-        "%s %s %s", request.method, request.path, response.status_code,
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
         extra={
             "request_id": g.get("request_id"),
             "method": request.method,

@@ -315,6 +315,8 @@ class Settings:
         return settings
 
 
+# One row a setting: the table reads better unwrapped.
+# fmt: off
 SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "host", str, "Address to listen on (0.0.0.0 exposes the service)."),
     Setting("PORT", "port", _port, "Port to listen on."),
@@ -425,6 +427,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds after which a job of a dead Celery worker is run again; must exceed the longest job.",
     ),
 )
+# fmt: on
 
 
 def parse_setting(setting: Setting, raw: str) -> Any:

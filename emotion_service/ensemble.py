@@ -68,7 +68,11 @@ def combine(results: Sequence[ModelResult], weights: Mapping[str, float]) -> Ens
         raise ValueError("combine() needs at least one model result")
     scores: dict[str, float] = {}
     for label in CANONICAL_LABELS:
-        votes = [(weights.get(r.name, 1.0), r.output.probabilities[label]) for r in results if label in r.output.probabilities]
+        votes = [
+            (weights.get(r.name, 1.0), r.output.probabilities[label])
+            for r in results
+            if label in r.output.probabilities
+        ]
         mean = _weighted_mean(votes)
         if mean is not None:
             scores[label] = mean

@@ -31,24 +31,33 @@ MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 REQUESTS = Counter(
-    "emotion_http_requests", "HTTP requests answered, by endpoint (route), method and status.",
+    "emotion_http_requests",
+    "HTTP requests answered, by endpoint (route), method and status.",
     ["endpoint", "method", "status"],
 )
 REQUEST_SECONDS = Histogram(
-    "emotion_http_request_duration_seconds", "Time to answer a request, by endpoint (route).",
-    ["endpoint"], buckets=LATENCY_BUCKETS,
+    "emotion_http_request_duration_seconds",
+    "Time to answer a request, by endpoint (route).",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
 )
 INFERENCE_SECONDS = Histogram(
-    "emotion_model_inference_seconds", "Model time per clip, by model (results from the cache are not counted).",
-    ["model"], buckets=LATENCY_BUCKETS,
+    "emotion_model_inference_seconds",
+    "Model time per clip, by model (results from the cache are not counted).",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
 )
 AUDIO_SECONDS = Counter("emotion_audio_seconds", "Seconds of audio analysed.")
 MODEL_LOADED = Gauge(
-    "emotion_model_loaded", "1 when the model of the preset is loaded, 0 when it failed to load.",
-    ["model"], multiprocess_mode="livemin",  # any live worker without the model shows 0
+    "emotion_model_loaded",
+    "1 when the model of the preset is loaded, 0 when it failed to load.",
+    ["model"],
+    multiprocess_mode="livemin",  # any live worker without the model shows 0
 )
 BATCH_SEGMENTS = Histogram(
-    "emotion_batch_segments", "Segments per /batch_analyze request.", buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+    "emotion_batch_segments",
+    "Segments per /batch_analyze request.",
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100),
 )
 CACHE_HITS = Counter("emotion_cache_hits", "Analyses answered from the result cache.")
 CACHE_ERRORS = Counter("emotion_cache_errors", "Result-cache lookups or stores that failed (Redis unreachable).")

@@ -187,9 +187,7 @@ def _chunked_yin(frames: np.ndarray, rows: np.ndarray, floor: float, ceiling: fl
     return f0, aperiodicity
 
 
-def contours(
-    signal: np.ndarray, sampling_rate: int = SAMPLING_RATE, options: ProsodyOptions | None = None
-) -> Contours:
+def contours(signal: np.ndarray, sampling_rate: int = SAMPLING_RATE, options: ProsodyOptions | None = None) -> Contours:
     """Intensity, speech/silence and F0 every 10 ms."""
     options = options or ProsodyOptions()
     x = np.asarray(signal, dtype=np.float32)

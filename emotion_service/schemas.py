@@ -49,7 +49,8 @@ class BatchRequest(_Request):
     """JSON body of ``POST /batch_analyze`` (or several multipart files in field ``audio``)."""
 
     audio_segments: list[SegmentInput] = Field(
-        min_length=1, description="One candidate's answers in order, at most MAX_BATCH_SEGMENTS; longer sessions: /jobs."
+        min_length=1,
+        description="One candidate's answers in order, at most MAX_BATCH_SEGMENTS; longer sessions: /jobs.",
     )
     lang: Lang | None = None
 
@@ -249,7 +250,10 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
             "responses": {
                 "200": {"description": "Success", "content": {"application/json": {"schema": ok_schema}}},
                 **{
-                    status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}
+                    status: {
+                        "description": text,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                    }
                     for status, text in ERROR_STATUSES.items()
                 },
             },
@@ -259,11 +263,23 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
         request_model = spec.get("request")
         if request_model is not None:
             models.append(request_model)
-            upload = {"type": "string", "format": "binary", "description": "The recording (WAV, FLAC, OGG, MP3, M4A, WebM...)"}
+            upload = {
+                "type": "string",
+                "format": "binary",
+                "description": "The recording (WAV, FLAC, OGG, MP3, M4A, WebM...)",
+            }
             multipart = (
-                {"type": "object", "required": ["audio"], "properties": {"audio": upload, "lang": {"enum": ["zh", "en"]}}}
+                {
+                    "type": "object",
+                    "required": ["audio"],
+                    "properties": {"audio": upload, "lang": {"enum": ["zh", "en"]}},
+                }
                 if spec.get("upload") == "single"
-                else {"type": "object", "required": ["audio"], "properties": {"audio": {"type": "array", "items": upload}}}
+                else {
+                    "type": "object",
+                    "required": ["audio"],
+                    "properties": {"audio": {"type": "array", "items": upload}},
+                }
             )
             content = {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}},
@@ -273,7 +289,17 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
                 content["audio/*"] = {"schema": upload}
             operation["requestBody"] = {"required": True, "content": content}
         paths[path] = {spec["method"]: operation}
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
     paths.update(extra_paths or {})
     return {
         "openapi": "3.1.0",

@@ -98,7 +98,13 @@ def test_batch_session_summary(client, analyzer):
 
 
 def test_batch_keeps_indices_around_bad_segments(client):
-    segments = [CLIP_B64, "@@@", {"audio_data": CLIP_B64}, 42, base64.b64encode(encode(np.zeros(16000, np.float32))).decode()]
+    segments = [
+        CLIP_B64,
+        "@@@",
+        {"audio_data": CLIP_B64},
+        42,
+        base64.b64encode(encode(np.zeros(16000, np.float32))).decode(),
+    ]
     data = envelope(client.post("/batch_analyze", json={"audio_segments": segments}), 200)["data"]
     assert [r["success"] for r in data["results"]] == [True, False, True, False, False]
     assert [r["index"] for r in data["results"]] == [0, 1, 2, 3, 4]
@@ -133,11 +139,29 @@ BAD_INPUTS = [
     ("wrong multipart field", dict(data={"file": (io.BytesIO(CLIP), "a.wav")}), "/analyze", 400, "MISSING_AUDIO"),
     ("multipart with no parts", dict(data={}, content_type="multipart/form-data"), "/analyze", 400, "MISSING_AUDIO"),
     ("text file", dict(data={"audio": (io.BytesIO(b"hello " * 200), "a.wav")}), "/analyze", 400, "UNSUPPORTED_FORMAT"),
-    ("PNG image", dict(data={"audio": (io.BytesIO(b"\x89PNG\r\n\x1a\n" + bytes(500)), "a.png")}), "/analyze", 400, "UNSUPPORTED_FORMAT"),
+    (
+        "PNG image",
+        dict(data={"audio": (io.BytesIO(b"\x89PNG\r\n\x1a\n" + bytes(500)), "a.png")}),
+        "/analyze",
+        400,
+        "UNSUPPORTED_FORMAT",
+    ),
     ("truncated WAV", dict(data={"audio": (io.BytesIO(CLIP[:50]), "a.wav")}), "/analyze", 400, None),
-    ("random bytes", dict(data={"audio": (io.BytesIO(np.random.default_rng(0).bytes(4000)), "a.bin")}), "/analyze", 400, None),
+    (
+        "random bytes",
+        dict(data={"audio": (io.BytesIO(np.random.default_rng(0).bytes(4000)), "a.bin")}),
+        "/analyze",
+        400,
+        None,
+    ),
     ("invalid base64", dict(json={"audio_data": "%%%%"}), "/analyze", 400, "INVALID_BASE64"),
-    ("base64 of garbage", dict(json={"audio_data": base64.b64encode(b"garbage" * 50).decode()}), "/analyze", 400, "UNSUPPORTED_FORMAT"),
+    (
+        "base64 of garbage",
+        dict(json={"audio_data": base64.b64encode(b"garbage" * 50).decode()}),
+        "/analyze",
+        400,
+        "UNSUPPORTED_FORMAT",
+    ),
     ("audio_data not a string", dict(json={"audio_data": 123}), "/analyze", 400, "INVALID_AUDIO_DATA"),
     ("audio_data missing", dict(json={"audio": CLIP_B64}), "/analyze", 400, "MISSING_AUDIO"),
     ("JSON is a list", dict(json=[CLIP_B64]), "/analyze", 400, "INVALID_JSON"),
@@ -145,20 +169,76 @@ BAD_INPUTS = [
     ("empty body", dict(data=b"", content_type="application/json"), "/analyze", 400, "INVALID_JSON"),
     ("text/plain body", dict(data=b"hello", content_type="text/plain"), "/analyze", 415, "UNSUPPORTED_MEDIA_TYPE"),
     ("no content type", dict(data=b"hello"), "/analyze", 415, "UNSUPPORTED_MEDIA_TYPE"),
-    ("silence only", dict(json={"audio_data": base64.b64encode(encode(np.zeros(32000, np.float32))).decode()}), "/analyze", 400, "SILENT_AUDIO"),
-    ("too short", dict(json={"audio_data": base64.b64encode(encode(voice_like(0.1))).decode()}), "/analyze", 400, "AUDIO_TOO_SHORT"),
-    ("too long", dict(json={"audio_data": base64.b64encode(encode(voice_like(31.0), format="FLAC")).decode()}), "/analyze", 400, "AUDIO_TOO_LONG"),
-    ("NaN samples", dict(json={"audio_data": base64.b64encode(encode(np.full(16000, np.nan, np.float32), subtype="FLOAT")).decode()}), "/analyze", 400, "INVALID_SAMPLES"),
-    ("upload over MAX_UPLOAD_MB", _multipart("audio", "big.wav", b"RIFF" + bytes(2_100_000)), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
+    (
+        "silence only",
+        dict(json={"audio_data": base64.b64encode(encode(np.zeros(32000, np.float32))).decode()}),
+        "/analyze",
+        400,
+        "SILENT_AUDIO",
+    ),
+    (
+        "too short",
+        dict(json={"audio_data": base64.b64encode(encode(voice_like(0.1))).decode()}),
+        "/analyze",
+        400,
+        "AUDIO_TOO_SHORT",
+    ),
+    (
+        "too long",
+        dict(json={"audio_data": base64.b64encode(encode(voice_like(31.0), format="FLAC")).decode()}),
+        "/analyze",
+        400,
+        "AUDIO_TOO_LONG",
+    ),
+    (
+        "NaN samples",
+        dict(
+            json={"audio_data": base64.b64encode(encode(np.full(16000, np.nan, np.float32), subtype="FLOAT")).decode()}
+        ),
+        "/analyze",
+        400,
+        "INVALID_SAMPLES",
+    ),
+    (
+        "upload over MAX_UPLOAD_MB",
+        _multipart("audio", "big.wav", b"RIFF" + bytes(2_100_000)),
+        "/analyze",
+        413,
+        "PAYLOAD_TOO_LARGE",
+    ),
     ("base64 over MAX_UPLOAD_MB", dict(json={"audio_data": _big_b64()}), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
-    ("body over MAX_REQUEST_MB", dict(data=b"x" * 4_100_000, content_type="audio/wav"), "/analyze", 413, "PAYLOAD_TOO_LARGE"),
+    (
+        "body over MAX_REQUEST_MB",
+        dict(data=b"x" * 4_100_000, content_type="audio/wav"),
+        "/analyze",
+        413,
+        "PAYLOAD_TOO_LARGE",
+    ),
     ("unknown lang", dict(json={"audio_data": CLIP_B64, "lang": "fr"}), "/analyze", 400, "INVALID_LANG"),
     ("batch not a list", dict(json={"audio_segments": CLIP_B64}), "/batch_analyze", 400, "INVALID_AUDIO_DATA"),
     ("batch empty", dict(json={"audio_segments": []}), "/batch_analyze", 400, "EMPTY_BATCH"),
     ("batch missing field", dict(json={"segments": [CLIP_B64]}), "/batch_analyze", 400, "MISSING_AUDIO"),
-    ("batch over MAX_BATCH_SEGMENTS", dict(json={"audio_segments": [CLIP_B64] * 6}), "/batch_analyze", 400, "TOO_MANY_SEGMENTS"),
-    ("batch of only bad segments", dict(json={"audio_segments": ["@@", ""]}), "/batch_analyze", 400, "NO_VALID_SEGMENTS"),
-    ("batch wrong content type", dict(data=b"x", content_type="text/plain"), "/batch_analyze", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    (
+        "batch over MAX_BATCH_SEGMENTS",
+        dict(json={"audio_segments": [CLIP_B64] * 6}),
+        "/batch_analyze",
+        400,
+        "TOO_MANY_SEGMENTS",
+    ),
+    (
+        "batch of only bad segments",
+        dict(json={"audio_segments": ["@@", ""]}),
+        "/batch_analyze",
+        400,
+        "NO_VALID_SEGMENTS",
+    ),
+    (
+        "batch wrong content type",
+        dict(data=b"x", content_type="text/plain"),
+        "/batch_analyze",
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    ),
 ]
 
 
@@ -175,7 +255,9 @@ def test_bad_input_suite_is_broad():
     assert len({b[0] for b in BAD_INPUTS}) >= 20
 
 
-@pytest.mark.parametrize("method,path,status", [("get", "/analyze", 405), ("get", "/nope", 404), ("put", "/health", 405)])
+@pytest.mark.parametrize(
+    "method,path,status", [("get", "/analyze", 405), ("get", "/nope", 404), ("put", "/health", 405)]
+)
 def test_http_errors_use_the_envelope(client, method, path, status):
     envelope(getattr(client, method)(path), status)
 
@@ -201,7 +283,9 @@ def test_no_models_means_503(settings):
     from emotion_service.models.registry import LoadFailure, LoadReport
 
     analyzer = SpeechEmotionAnalyzer.from_models({})
-    analyzer._report = LoadReport(preset="full", failures=[LoadFailure("hubert_large", "HuBERT-Large", "superb/x", "offline")])
+    analyzer._report = LoadReport(
+        preset="full", failures=[LoadFailure("hubert_large", "HuBERT-Large", "superb/x", "offline")]
+    )
     client = create_app(settings, analyzer).test_client()
     body = envelope(client.get("/health"), 503)
     assert body["data"]["status"] == "unhealthy"

@@ -14,7 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_are_the_embedded_ones():
     settings = Settings.from_env({})
-    assert (settings.host, settings.port, settings.model_preset, settings.device) == ("127.0.0.1", 5000, "default", "auto")
+    assert (settings.host, settings.port, settings.model_preset, settings.device) == (
+        "127.0.0.1",
+        5000,
+        "default",
+        "auto",
+    )
 
 
 def test_environment_is_read():
@@ -24,8 +29,16 @@ def test_environment_is_read():
 
 @pytest.mark.parametrize(
     "env,value",
-    [("PORT", "abc"), ("PORT", "70000"), ("DEVICE", "tpu"), ("LOG_LEVEL", "loud"), ("THREADS", "0"),
-     ("MAX_UPLOAD_MB", "-1"), ("DEFAULT_LANG", "fr"), ("MAX_BATCH_SEGMENTS", "1.5")],
+    [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("DEVICE", "tpu"),
+        ("LOG_LEVEL", "loud"),
+        ("THREADS", "0"),
+        ("MAX_UPLOAD_MB", "-1"),
+        ("DEFAULT_LANG", "fr"),
+        ("MAX_BATCH_SEGMENTS", "1.5"),
+    ],
 )
 def test_invalid_values_name_the_variable(env, value):
     with pytest.raises(ConfigError, match=env):
@@ -61,8 +74,12 @@ def test_user_config_adds_a_model_by_id(tmp_path):
 
 @pytest.mark.parametrize(
     "text,match",
-    [("[models.x]\nsource='a'\n", "backend"), ("[presets.p]\nghost = 1\n", "ghost"), ("[models.x\n", "TOML"),
-     ("[models.x]\nbackend='transformers'\nsource='a'\ncolour='red'\n", "colour")],
+    [
+        ("[models.x]\nsource='a'\n", "backend"),
+        ("[presets.p]\nghost = 1\n", "ghost"),
+        ("[models.x\n", "TOML"),
+        ("[models.x]\nbackend='transformers'\nsource='a'\ncolour='red'\n", "colour"),
+    ],
 )
 def test_bad_models_config(tmp_path, text, match):
     path = tmp_path / "models.toml"
@@ -73,6 +90,8 @@ def test_bad_models_config(tmp_path, text, match):
 
 def test_start_script_refuses_bad_settings():
     for args, needle in ((["--port", "nope"], "PORT"), (["--model-preset", "ghost"], "MODEL_PRESET")):
-        done = subprocess.run([sys.executable, "start_api_server.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "start_api_server.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 2
         assert needle in done.stderr

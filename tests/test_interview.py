@@ -68,7 +68,9 @@ def test_interview_with_question_ranges(analyzer):
 
     # timeline: 1.5 s pauses split answers into segments, 0.4 s pauses do not (SegmentOptions.min_silence)
     per_question = [1, 1, 3, 3, 3, 1]
-    assert [e.question for e in result.timeline] == [q for q, n in zip(range(1, 7), per_question, strict=True) for _ in range(n)]
+    assert [e.question for e in result.timeline] == [
+        q for q, n in zip(range(1, 7), per_question, strict=True) for _ in range(n)
+    ]
     assert all(a.end <= b.start for a, b in zip(result.timeline, result.timeline[1:], strict=False))
 
     # per-question delivery: the known pauses

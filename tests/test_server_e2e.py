@@ -28,7 +28,9 @@ def test_gunicorn_emotion_api_app():
     with running(["-m", "gunicorn", "emotion_api:app"], port, ready=("healthy",)) as (url, _):
         health = requests.get(url + "/health", timeout=10).json()
         assert health["data"]["available_models"] == ["bundled"]
-        body = requests.post(url + "/analyze", json={"audio_data": base64.b64encode(wav(2.0)).decode()}, timeout=60).json()
+        body = requests.post(
+            url + "/analyze", json={"audio_data": base64.b64encode(wav(2.0)).decode()}, timeout=60
+        ).json()
         assert body["success"] and body["data"]["basic_info"]["models_count"] == 1
 
 

@@ -63,15 +63,15 @@ def test_two_processes_behind_nginx_share_keys_limits_and_cache(tmp_path, redis_
 
         # Cache: the same recording, answered by one process then the other (round robin).
         first = requests.post(url + "/analyze", json=body, headers={"X-API-Key": KEY_A}, timeout=60).json()
-        second = requests.post(url + "/analyze", files={"audio": ("a.flac", audio)}, headers={"X-API-Key": KEY_A}, timeout=60).json()
+        second = requests.post(
+            url + "/analyze", files={"audio": ("a.flac", audio)}, headers={"X-API-Key": KEY_A}, timeout=60
+        ).json()
         assert first["success"] and second["success"]
         assert (first["data"]["cached"], second["data"]["cached"]) == (False, True)
         assert second["data"]["final_result"] == first["data"]["final_result"]
 
         # Limits: 5 a minute per key, counted in Redis across both processes.
-        statuses = [
-            requests.get(url + "/", headers={"X-API-Key": KEY_B}, timeout=10).status_code for _ in range(7)
-        ]
+        statuses = [requests.get(url + "/", headers={"X-API-Key": KEY_B}, timeout=10).status_code for _ in range(7)]
         assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429], statuses
         limited = requests.get(url + "/", headers={"X-API-Key": KEY_B}, timeout=10)
         assert limited.json()["error_code"] == "RATE_LIMITED" and int(limited.headers["Retry-After"]) > 0
