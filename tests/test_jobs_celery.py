@@ -22,7 +22,7 @@ import pytest
 from emotion_service.api import create_app
 from emotion_service.celery_app import TEST_TASK_ENV
 
-from .server import ROOT
+from .server import ROOT, stop
 from .signals import wav
 from .test_jobs import poll, wait_for
 from .test_production import redis_url  # noqa: F401  (a fixture: a private redis-server)
@@ -56,13 +56,7 @@ def celery_worker(broker: str, task: str, log: Path, name: str) -> Iterator[subp
             raise AssertionError(f"celery worker exited with {process.returncode}:\n{output.read_text()}")
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process, timeout=15)
 
 
 @pytest.fixture

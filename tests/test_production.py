@@ -34,7 +34,7 @@ from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
 from emotion_service.logs import configure_logging
 
-from .server import ROOT, free_port
+from .server import ROOT, free_port, stop
 from .signals import wav
 
 CLIP = wav(2.0)
@@ -358,13 +358,7 @@ def _server(tmp_path: Path, name: str, env: dict[str, str], timeout: float = 90.
             time.sleep(0.2)
         yield url, output
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

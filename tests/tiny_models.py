@@ -64,6 +64,27 @@ def _extractor(directory: Path, *, do_normalize: bool, attention_mask: bool) -> 
     ).save_pretrained(directory)
 
 
+def _save_layer_norm_classifier(
+    directory: str | Path, config_class, model_class, labels, bias, seed: int, gain: float, do_normalize: bool
+) -> Path:
+    """A tiny large-model-shaped classifier (layer norm, attention mask) and its extractor."""
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = config_class(
+        **_TINY,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_labels=len(labels),
+        id2label=_id2label(labels),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    model = model_class(config).eval()
+    _force(model.classifier, bias, gain)
+    model.save_pretrained(directory)
+    _extractor(directory, do_normalize=do_normalize, attention_mask=True)
+    return directory
+
+
 def save_superb_like(
     directory: str | Path,
     labels: Sequence[str] = SUPERB_LABELS,
@@ -72,21 +93,9 @@ def save_superb_like(
     gain: float = 1.0,
 ) -> Path:
     """HuBERT-Large SUPERB-ER shape: layer norm, attention mask, no normalisation."""
-    directory = Path(directory)
-    torch.manual_seed(seed)
-    config = HubertConfig(
-        **_TINY,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        num_labels=len(labels),
-        id2label=_id2label(labels),
-        label2id={name: i for i, name in enumerate(labels)},
+    return _save_layer_norm_classifier(
+        directory, HubertConfig, HubertForSequenceClassification, labels, bias, seed, gain, do_normalize=False
     )
-    model = HubertForSequenceClassification(config).eval()
-    _force(model.classifier, bias, gain)
-    model.save_pretrained(directory)
-    _extractor(directory, do_normalize=False, attention_mask=True)
-    return directory
 
 
 def save_xlsr_like(
@@ -97,21 +106,9 @@ def save_xlsr_like(
     gain: float = 1.0,
 ) -> Path:
     """Wav2Vec2-XLSR (ehcalabres) shape: layer norm, attention mask, normalised input."""
-    directory = Path(directory)
-    torch.manual_seed(seed)
-    config = Wav2Vec2Config(
-        **_TINY,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        num_labels=len(labels),
-        id2label=_id2label(labels),
-        label2id={name: i for i, name in enumerate(labels)},
+    return _save_layer_norm_classifier(
+        directory, Wav2Vec2Config, Wav2Vec2ForSequenceClassification, labels, bias, seed, gain, do_normalize=True
     )
-    model = Wav2Vec2ForSequenceClassification(config).eval()
-    _force(model.classifier, bias, gain)
-    model.save_pretrained(directory)
-    _extractor(directory, do_normalize=True, attention_mask=True)
-    return directory
 
 
 def save_group_norm_extractor(directory: str | Path) -> Path:
