@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,3 +79,34 @@ def running(
             stop(process)
             output.seek(0)
             process.output = output.read()  # type: ignore[attr-defined]  # what it printed, for assertions
+
+
+@contextlib.contextmanager
+def redis_server(port: int, directory: Path) -> Iterator[subprocess.Popen]:
+    """A private redis-server on 127.0.0.1:``port`` (no persistence), until it answers PING.
+
+    Stopped at the end even if a test left it suspended (SIGSTOP). CI installs redis-server; a
+    missing one fails the test, never skips it.
+    """
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: apt-get install -y redis-server (.ci/run does it)"
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+         str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    break
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM until continued
+            process.terminate()
+        process.wait(timeout=10)

@@ -17,9 +17,7 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -33,7 +31,7 @@ import requests
 from emotion_service.cache import RedisCache
 from emotion_service.jobs import JobStoreFull, SQLiteJobStore, new_job
 
-from .server import free_port, running
+from .server import free_port, redis_server, running
 from .signals import wav
 
 # Distinct clips (the result cache would answer repeats), 1 s each so that requests are quick.
@@ -133,32 +131,6 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail():
 # -- Redis stopped, restarted and hung -----------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _redis(port: int, directory: Path) -> Iterator[subprocess.Popen]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: apt-get install -y redis-server (.ci/run does it)"
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
-         str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM until continued
-            process.terminate()
-        process.wait(timeout=10)
-
-
 def _redis_keys(port: int) -> list[bytes]:
     import redis
 
@@ -190,13 +162,13 @@ def test_redis_stopped_restarted_and_hung_under_load(tmp_path):
         time.sleep(seconds)
         phases[name] = (started, time.monotonic())
 
-    with _redis(port, tmp_path) as first, running(["start_api_server.py"], free_port(), env=env) as (url, _):
+    with redis_server(port, tmp_path) as first, running(["start_api_server.py"], free_port(), env=env) as (url, _):
         threads = [thread for body in bodies for thread in _load(url, 1, stop, outcomes, body=body)]
         phase("up", 2.0)
         first.terminate()
         first.wait(timeout=10)
         phase("stopped", 3.0)
-        with _redis(port, tmp_path) as second:
+        with redis_server(port, tmp_path) as second:
             phase("restarted", 3.0)
             keys = _wait_for(lambda: _redis_keys(port), 10, "keys in the restarted Redis")
             os.kill(second.pid, signal.SIGSTOP)

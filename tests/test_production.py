@@ -14,9 +14,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +32,7 @@ from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
 from emotion_service.logs import configure_logging
 
-from .server import ROOT, free_port, stop
+from .server import ROOT, free_port, redis_server, stop
 from .signals import wav
 
 CLIP = wav(2.0)
@@ -460,43 +458,9 @@ def test_health_count_is_exact_over_two_workers(tmp_path):
 @pytest.fixture
 def redis_url(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A private redis-server on a free loopback port (CI installs redis-server; a missing one fails)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server is not installed: apt-get install -y redis-server (the rate-limit test needs a real Redis)"
-        )
     port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("redis-server did not start")
-            time.sleep(0.1)
+    with redis_server(port, tmp_path) as process:
         yield f"redis://127.0.0.1:{port}/0", process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_rate_limit_holds_across_two_servers_sharing_redis(tmp_path, redis_url):
