@@ -96,13 +96,6 @@ def _on_off(text: str) -> bool:
     raise ValueError("must be on or off")
 
 
-def _quantize(text: str) -> str:
-    value = text.strip().lower()
-    if value not in ("none", "int8"):
-        raise ValueError("must be none or int8")
-    return value
-
-
 def _optional_path(text: str) -> str | None:
     return text.strip() or None
 
@@ -378,7 +371,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_MAX", "batch_max", _positive_int, "Most clips of concurrent requests run through a model together (1: no batching)."),
     Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
     Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
-    Setting("QUANTIZE", "quantize", _quantize, "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
+    Setting("QUANTIZE", "quantize", _choice("none", "int8"), "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
     Setting(
         "TORCH_THREADS", "torch_threads", _non_negative_int,
         "torch threads per model call (0: automatic, the process's cores for the hub models, 1 for the bundled model).",
