@@ -9,6 +9,7 @@ reached. Classes are mapped onto the canonical labels **by name**; arousal x val
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -24,6 +25,7 @@ import torch
 
 from ..labels import CANONICAL_LABELS, canonical_label
 from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput
+from .optimize import fold_weight_norm, prepare_for_cpu, quantize_int8
 from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -44,15 +46,21 @@ _FROM_PRETRAINED_ERRORS: tuple[type[BaseException], ...] = (
 
 # Batches are cut so that (clips in the batch) x (longest clip) stays below this many samples:
 # attention memory grows with the square of the length, so long clips go alone or windowed. On CPU
-# a batch holds ~22 MB of activations per second of audio beyond the first clip (HuBERT-Large,
-# fp32, measured) in host memory next to the weights, and batching buys little there (HuBERT-Large:
-# 1.69 s per 5 s clip alone, 1.53-1.68 s in batches of 8), so CPU batches stay small; on a GPU,
-# batching is what makes it fast and the activations are in GPU memory.
-MAX_BATCH_SAMPLES = {"cpu": 10 * SAMPLING_RATE, "cuda": 40 * SAMPLING_RATE}
+# activations take host memory next to the weights (about 40 MB per second of audio in a batch,
+# fp32, from the engine benchmark's RSS), up to one batch per core runs at once (see batching),
+# and batching buys little there (HuBERT-Large: 1.69 s per 5 s clip alone, 1.53-1.68 s in batches
+# of 8), so CPU batches stay small: 10 s per batch with two calls side by side took the fp32 full
+# preset to 1.35x its weights, 5 s to 1.28-1.29x. On a GPU, batching is what makes it fast and
+# the activations are in GPU memory.
+MAX_BATCH_SAMPLES = {"cpu": 5 * SAMPLING_RATE, "cuda": 40 * SAMPLING_RATE}
 MAX_BATCH_CLIPS = 8
 # Models without window_seconds still get windows of this length beyond it: one 10-minute clip
 # analysed whole would need tens of GB for attention and take the service down.
 MAX_WHOLE_SECONDS = 30.0
+# Neighbouring windows of a long signal share at least this share of a window, so that speech cut
+# at one window's edge is whole in the next. Half (what the engine did first) analyses long audio
+# twice over; a quarter analyses it 1.33 times, and a 5 s clip in 3 s windows as 6 s instead of 9 s.
+MIN_WINDOW_OVERLAP = 0.25
 # wav2vec2/HuBERT's convolutional encoder needs 400 samples (25 ms) for one frame; shorter clips
 # are zero-padded to that rather than crashing the model.
 MIN_SAMPLES = 400
@@ -336,8 +344,9 @@ class TransformersModel(EmotionModel):
             models_dir: Directory of pre-downloaded models (``<models_dir>/<hub id>/``); also the
                 hub cache directory when the model is fetched from the hub.
             device: ``cpu``, ``cuda`` or ``cuda:N``.
-            quantize: ``int8`` runs the linear layers in int8 on CPU (about 2x faster, logits
-                within cosine 0.999 of fp32; see README); ignored on CUDA, which runs in fp16.
+            quantize: ``int8`` runs the linear layers and feature convolutions in int8 on CPU
+                (see :mod:`.optimize`; speed and the logits' cosine to fp32 in the README);
+                ignored on CUDA, which runs in fp16.
 
         Raises:
             ModelLoadError: The model cannot be found or loaded, or its classes name no known emotion.
@@ -401,14 +410,15 @@ class TransformersModel(EmotionModel):
             )
 
         # Checkpoints may be stored in half precision; CPU inference runs in float32.
+        fold_weight_norm(module)
         module = module.half() if torch_device.type == "cuda" else module.float()
         module.to(torch_device)
         module.eval()
         int8 = quantize == "int8" and torch_device.type == "cpu"
         if int8:
-            from .optimize import quantize_int8
-
             module = quantize_int8(module)
+        elif torch_device.type == "cpu":
+            module = prepare_for_cpu(module)
 
         if location.local:
             version = _local_commit(location.path) or spec.revision or "local"
@@ -436,15 +446,17 @@ class TransformersModel(EmotionModel):
     def windows(self, length: int) -> list[tuple[int, int]]:
         """``(start, end)`` sample ranges analysed for a signal of ``length`` samples.
 
-        Windows overlap by half; the last one ends at the end of the signal. Without
-        ``window_seconds``, clips longer than :data:`MAX_WHOLE_SECONDS` are windowed at that length.
+        As few windows as cover the signal with neighbours overlapping by at least
+        :data:`MIN_WINDOW_OVERLAP` of a window, spread evenly: the first starts at 0, the last ends
+        at the end (a 5 s clip in 3 s windows: 0-3 s and 2-5 s). Without ``window_seconds``, clips
+        longer than :data:`MAX_WHOLE_SECONDS` are windowed at that length.
         """
         size = self.window_samples or int(MAX_WHOLE_SECONDS * SAMPLING_RATE)
         if length <= size:
             return [(0, length)]
-        hop = max(size // 2, 1)
-        starts = list(range(0, length - size, hop))
-        starts.append(length - size)
+        longest_hop = size * (1 - MIN_WINDOW_OVERLAP)
+        count = 1 + math.ceil((length - size) / longest_hop)
+        starts = [round(k * (length - size) / (count - 1)) for k in range(count)]
         return [(start, start + size) for start in starts]
 
     def process_signals(
