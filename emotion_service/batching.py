@@ -6,13 +6,15 @@ more after the first), sorts the clips by length so that padding is small, runs 
 hands every request its own outputs.
 
 Cores are shared by a plan made once per process (:func:`configure_torch_threads`, the
-``TORCH_THREADS`` setting): torch's intra-op threads per model call, and how many model calls may
-run at once across all the batchers of the process, so that threads x calls = the process's cores.
-The hub models are big enough to use every core in one call, so their calls take turns (never
-three batchers' calls of all-core threads at once); the bundled CNN is not (a 5 s clip is ~0.4
-GFLOP, its convolutions do not split well), so it runs one thread per call and as many calls at
-once as there are cores: on 2 cores that took it from 469 to 749 audio seconds per second at 8
-clients (``bench/bench_engine.py``).
+``TORCH_THREADS`` setting) and lent to model calls by one :class:`CoreGate` for all the batchers
+of the process, so that the threads of the calls running at once never exceed the process's cores.
+The hub models are big enough to use every core in one call: a call that runs alone gets them all
+(lowest latency), while calls that find others waiting run side by side on one core each (no
+threads waiting for each other inside a call: at 8 clients on 2 cores the full preset went from
+1.97 to 2.43 audio seconds per second, int8). The bundled CNN is too small to split (a 5 s clip is
+~0.4 GFLOP), so its calls always run one thread each, as many at once as there are cores: on 2
+cores that took it from 469 to 749 audio seconds per second at 8 clients (``bench/bench_engine.py``).
+An explicit ``TORCH_THREADS=n`` gives every call n threads.
 
 When more than ``max_queue`` clips are waiting, new work is refused at once with
 :class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of piling up.
@@ -26,13 +28,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+import torch
 
 from .errors import ServiceError
 from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput
@@ -72,13 +74,15 @@ class ThreadPlan:
 
     Attributes:
         cores: Cores this process may use (its CPU affinity, divided among ``workers`` processes).
-        torch_threads: torch intra-op threads of each model call.
+        torch_threads: torch intra-op threads of a call that runs alone.
         parallel_calls: Model calls that may run at once, all batchers together.
+        busy_threads: Threads of each call when calls run side by side.
     """
 
     cores: int
     torch_threads: int
     parallel_calls: int
+    busy_threads: int
 
 
 def available_cores() -> int:
@@ -94,19 +98,54 @@ def plan_threads(
     """Share the cores between model calls (see the module docstring).
 
     Args:
-        torch_threads: ``TORCH_THREADS``; 0 chooses: all of the process's cores per call for the
-            hub models, one per call for light models only.
+        torch_threads: ``TORCH_THREADS``; 0 chooses: for the hub models all of the process's cores
+            for a call alone and one each for calls side by side, for light models only one per call.
         workers: Server processes on the machine (``WORKERS``); each gets ``cores // workers``.
         light_models: Every model is small (the bundled CNN): calls run side by side instead.
         cores: Cores of the machine; default :func:`available_cores`.
     """
     share = max(1, (cores or available_cores()) // max(1, workers))
-    threads = torch_threads or (1 if light_models else share)
-    return ThreadPlan(cores=share, torch_threads=threads, parallel_calls=max(1, share // threads))
+    if torch_threads:
+        return ThreadPlan(share, torch_threads, max(1, share // torch_threads), torch_threads)
+    return ThreadPlan(share, 1 if light_models else share, share, 1)
+
+
+class CoreGate:
+    """Lends the process's cores to model calls, all batchers together.
+
+    A call waits until enough cores are free for it; it gets the plan's ``torch_threads`` when
+    nothing else runs or waits, ``busy_threads`` otherwise.
+    """
+
+    def __init__(self, plan: ThreadPlan) -> None:
+        self.plan = plan
+        self._free = plan.cores
+        self._waiting = 0
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[int]:
+        """Hold cores for one model call; yields the torch threads it may use."""
+        plan = self.plan
+        with self._condition:
+            self._waiting += 1
+            while self._free < min(plan.busy_threads, plan.cores):
+                self._condition.wait()
+            self._waiting -= 1
+            alone = self._waiting == 0 and self._free == plan.cores
+            threads = plan.torch_threads if alone else plan.busy_threads
+            held = min(threads, self._free)
+            self._free -= held
+        try:
+            yield threads
+        finally:
+            with self._condition:
+                self._free += held
+                self._condition.notify_all()
 
 
 _plan: ThreadPlan | None = None
-_gate: threading.BoundedSemaphore | None = None
+_gate: CoreGate | None = None
 _plan_lock = threading.Lock()
 
 
@@ -117,8 +156,6 @@ def configure_torch_threads(torch_threads: int = 0, *, workers: int = 1, light_m
     It never touches CUDA.
     """
     global _plan, _gate
-    import torch
-
     with _plan_lock:
         if _plan is not None:
             return _plan
@@ -129,10 +166,11 @@ def configure_torch_threads(torch_threads: int = 0, *, workers: int = 1, light_m
             torch.set_num_interop_threads(1)
         except RuntimeError:  # set before, or inter-op work already started: keep what is there
             logger.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
-        _plan, _gate = plan, threading.BoundedSemaphore(plan.parallel_calls)
+        _plan, _gate = plan, CoreGate(plan)
         logger.info(
-            "torch threads: %d per model call, %d call(s) at once (%d cores)",
+            "torch threads: %d for a call alone, %d each for up to %d calls at once (%d cores)",
             plan.torch_threads,
+            plan.busy_threads,
             plan.parallel_calls,
             plan.cores,
         )
@@ -154,8 +192,9 @@ class MicroBatcher:
     """Runs one model on batches gathered from concurrent callers.
 
     The batcher has as many worker threads as the process's thread plan lets model calls run at
-    once (one for the hub models), and every call of every batcher holds a slot of the plan's gate.
-    Without a plan (:func:`configure_torch_threads` not called) it has one thread and no gate.
+    once, and every call of every batcher holds cores of the plan's :class:`CoreGate`, with as many
+    torch threads as it lends. Without a plan (:func:`configure_torch_threads` not called) it has
+    one thread, no gate, and torch's threads as they are.
 
     Args:
         model: The model; only the batcher's threads call it from now on.
@@ -170,8 +209,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self.batches = 0  # batches run, for tests and metrics
         with _plan_lock:
-            plan, gate = _plan, _gate
-        self._gate: AbstractContextManager[Any] = gate or contextlib.nullcontext()
+            plan, self._gate = _plan, _gate
         self._threads = [
             threading.Thread(target=self._run, name=f"batch-{model.info.name}-{n}", daemon=True)
             for n in range(plan.parallel_calls if plan else 1)
@@ -227,6 +265,9 @@ class MicroBatcher:
             count += len(job.signals)
         return jobs
 
+    def _cores(self) -> AbstractContextManager[int | None]:
+        return self._gate.call() if self._gate is not None else contextlib.nullcontext()
+
     def _run(self) -> None:
         while True:
             first = self._jobs.get()
@@ -242,7 +283,9 @@ class MicroBatcher:
                 outputs_sorted: list[ModelOutput] = []
                 for start in range(0, len(order), self.options.max_batch):
                     chunk = order[start : start + self.options.max_batch]
-                    with self._gate:
+                    with self._cores() as threads:
+                        if threads and threads != torch.get_num_threads():
+                            torch.set_num_threads(threads)  # this thread's own setting
                         outputs_sorted += self.model.process_signals([signals[i] for i in chunk], SAMPLING_RATE)
             except Exception as exc:  # noqa: BLE001 - not swallowed: every waiting caller re-raises it
                 for job in jobs:

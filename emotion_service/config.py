@@ -374,7 +374,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUANTIZE", "quantize", _choice("none", "int8"), "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
     Setting(
         "TORCH_THREADS", "torch_threads", _non_negative_int,
-        "torch threads per model call (0: automatic, the process's cores for the hub models, 1 for the bundled model).",
+        "torch threads per model call (0: automatic: hub models all the process's cores for a call alone, one each for calls side by side; 1 for the bundled model).",
     ),
     Setting(
         "JOB_BACKEND", "job_backend", _choice("local", "celery"),

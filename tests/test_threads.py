@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from emotion_service import batching
-from emotion_service.batching import BatchOptions, MicroBatcher, ThreadPlan, plan_threads
+from emotion_service.batching import BatchOptions, CoreGate, MicroBatcher, ThreadPlan, plan_threads
 from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
 
@@ -30,16 +30,54 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "setting,workers,light,cores,expected",
     [
-        (0, 1, False, 8, ThreadPlan(cores=8, torch_threads=8, parallel_calls=1)),  # hub models: calls take turns
-        (0, 1, True, 8, ThreadPlan(cores=8, torch_threads=1, parallel_calls=8)),  # bundled: side by side
-        (0, 4, False, 8, ThreadPlan(cores=2, torch_threads=2, parallel_calls=1)),  # WORKERS share the machine
-        (0, 16, False, 8, ThreadPlan(cores=1, torch_threads=1, parallel_calls=1)),
-        (2, 1, False, 8, ThreadPlan(cores=8, torch_threads=2, parallel_calls=4)),  # explicit TORCH_THREADS
-        (3, 1, True, 2, ThreadPlan(cores=2, torch_threads=3, parallel_calls=1)),
+        # hub models: a call alone gets every core, calls side by side one each
+        (0, 1, False, 8, ThreadPlan(cores=8, torch_threads=8, parallel_calls=8, busy_threads=1)),
+        (0, 1, True, 8, ThreadPlan(cores=8, torch_threads=1, parallel_calls=8, busy_threads=1)),  # bundled
+        (0, 4, False, 8, ThreadPlan(cores=2, torch_threads=2, parallel_calls=2, busy_threads=1)),  # WORKERS
+        (0, 16, False, 8, ThreadPlan(cores=1, torch_threads=1, parallel_calls=1, busy_threads=1)),
+        (2, 1, False, 8, ThreadPlan(cores=8, torch_threads=2, parallel_calls=4, busy_threads=2)),  # TORCH_THREADS
+        (3, 1, True, 2, ThreadPlan(cores=2, torch_threads=3, parallel_calls=1, busy_threads=3)),
     ],
 )
 def test_plan_divides_the_cores(setting, workers, light, cores, expected):
     assert plan_threads(setting, workers=workers, light_models=light, cores=cores) == expected
+
+
+def test_gate_gives_a_lone_call_every_core_and_waiting_calls_one_each():
+    gate = CoreGate(plan_threads(0, cores=4))
+    with gate.call() as threads:
+        assert threads == 4  # alone: lowest latency
+    started, release, granted = threading.Barrier(3), threading.Event(), []
+    lock = threading.Lock()
+
+    def call():
+        with gate.call() as threads:
+            with lock:
+                granted.append(threads)
+            started.wait(timeout=5)  # two calls hold cores at the same time
+            release.wait(timeout=5)
+
+    with gate.call() as first:
+        assert first == 4
+        # These wait for the cores the lone call holds, then run side by side with one each.
+        workers = [threading.Thread(target=call) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        while gate._waiting < 2:
+            threading.Event().wait(0.001)
+    started.wait(timeout=5)
+    assert granted == [1, 1]
+    release.set()
+    for worker in workers:
+        worker.join(timeout=5)
+    assert gate._free == 4
+
+
+def test_gate_never_lends_more_cores_than_the_process_has():
+    gate = CoreGate(plan_threads(3, cores=2))  # TORCH_THREADS above the cores: one call at a time
+    with gate.call() as threads:
+        assert threads == 3 and gate._free == 0
+    assert gate._free == 2
 
 
 def test_setting_is_parsed_and_checked():
@@ -86,7 +124,7 @@ def test_torch_threads_setting_is_applied_in_the_server_process():
 
 def test_automatic_threads_follow_the_preset():
     hub = applied(MODEL_PRESET="full")
-    assert (hub["threads"], hub["calls"], hub["interop"]) == (hub["cores"], 1, 1)
+    assert (hub["threads"], hub["calls"], hub["interop"]) == (hub["cores"], hub["cores"], 1)
     bundled = applied(MODEL_PRESET="default")
     assert (bundled["threads"], bundled["calls"]) == (1, bundled["cores"])
 
@@ -108,15 +146,16 @@ class CountingModel(StandInModel):
         return super().process_signals(signals, sampling_rate, same_speaker=same_speaker)
 
 
-@pytest.mark.parametrize("parallel_calls", [1, 2])
-def test_batchers_share_the_plan(monkeypatch, parallel_calls):
-    # The plan of a server process, set here by hand and undone afterwards.
-    monkeypatch.setattr(batching, "_plan", ThreadPlan(2, 2 // parallel_calls, parallel_calls))
-    monkeypatch.setattr(batching, "_gate", threading.BoundedSemaphore(parallel_calls))
+@pytest.mark.parametrize("torch_threads", [2, 1, 0])
+def test_batchers_share_the_plan(monkeypatch, torch_threads):
+    # The plan of a server process (2 cores, TORCH_THREADS=2, 1 or automatic), set by hand and undone afterwards.
+    plan = plan_threads(torch_threads, cores=2)
+    monkeypatch.setattr(batching, "_plan", plan)
+    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
     active, lock = [0], threading.Lock()
     models = [CountingModel(f"m{i}", active, lock) for i in range(3)]
     batchers = [MicroBatcher(m, BatchOptions(max_batch=4, max_wait=0.005)) for m in models]
-    assert all(len(b._threads) == parallel_calls for b in batchers)
+    assert all(len(b._threads) == plan.parallel_calls for b in batchers)
     signals = [np.sin(np.linspace(0, 200 * (i + 1), 8000)).astype(np.float32) for i in range(24)]
 
     def request(signal):  # each request goes through every model, as the analyzer does
@@ -126,6 +165,40 @@ def test_batchers_share_the_plan(monkeypatch, parallel_calls):
         results = list(pool.map(request, signals))
     for signal, outputs in zip(signals, results, strict=True):
         assert outputs[0].probabilities == pytest.approx(StandInModel()(signal).probabilities)
-    assert max(m.most for m in models) == parallel_calls  # never more at once, and that many used
+    assert max(m.most for m in models) == plan.parallel_calls  # never more at once, and that many used
     for b in batchers:
         b.close()
+
+
+class ThreadsModel(StandInModel):
+    """Records torch's intra-op threads in the thread that runs each call."""
+
+    def __init__(self) -> None:
+        super().__init__("threads")
+        self.seen: list[int] = []
+
+    def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):
+        import torch
+
+        self.seen.append(torch.get_num_threads())
+        threading.Event().wait(0.01)
+        return super().process_signals(signals, sampling_rate, same_speaker=same_speaker)
+
+
+def test_each_call_runs_with_the_threads_the_gate_lends(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    plan = plan_threads(0, cores=2)  # a lone call 2 threads, calls side by side 1 each
+    monkeypatch.setattr(batching, "_plan", plan)
+    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
+    model = ThreadsModel()
+    batcher = MicroBatcher(model, BatchOptions(max_batch=1, max_wait=0))
+    signal = np.zeros(1600, dtype=np.float32)
+    batcher.process_signals([signal])
+    assert model.seen == [2]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: batcher.process_signals([signal]), range(16)))
+    batcher.close()
+    assert 1 in model.seen[1:]  # under load, calls ran side by side on one thread each
+    assert torch.get_num_threads() == before  # the workers' settings are their own
