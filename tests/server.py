@@ -45,7 +45,9 @@ def running(
     ready: Sequence[str] = ("healthy", "degraded", "unhealthy"),
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run ``python <command>`` from the repo root until /health on ``port`` reports a status in ``ready``."""
-    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "HF_HUB_OFFLINE": "1", **(env or {})}
+    # LOG_FILE empty: the server logs to the output file below, not to emotion_api.log in the checkout.
+    loopback = {"HOST": "127.0.0.1", "PORT": str(port), "HF_HUB_OFFLINE": "1", "LOG_FILE": ""}
+    full_env = {**os.environ, **loopback, **(env or {})}
     # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a server
     # that logged more than a pipe holds (64 kB: a few hundred access lines) would block on it.
     with tempfile.TemporaryFile("w+") as output:
