@@ -114,7 +114,8 @@ class CoreGate:
     """Lends the process's cores to model calls, all batchers together.
 
     A call waits until enough cores are free for it; it gets the plan's ``torch_threads`` when
-    nothing else runs or waits, ``busy_threads`` otherwise.
+    nothing else runs or waits, ``busy_threads`` otherwise. An exclusive call (a GPU model's: its
+    batches are big and its activations in GPU memory) waits for every core and runs alone.
     """
 
     def __init__(self, plan: ThreadPlan) -> None:
@@ -124,15 +125,15 @@ class CoreGate:
         self._condition = threading.Condition()
 
     @contextlib.contextmanager
-    def call(self) -> Iterator[int]:
+    def call(self, *, exclusive: bool = False) -> Iterator[int]:
         """Hold cores for one model call; yields the torch threads it may use."""
         plan = self.plan
         with self._condition:
             self._waiting += 1
-            while self._free < min(plan.busy_threads, plan.cores):
+            while self._free < (plan.cores if exclusive else min(plan.busy_threads, plan.cores)):
                 self._condition.wait()
             self._waiting -= 1
-            alone = self._waiting == 0 and self._free == plan.cores
+            alone = exclusive or (self._waiting == 0 and self._free == plan.cores)
             threads = plan.torch_threads if alone else plan.busy_threads
             held = min(threads, self._free)
             self._free -= held
@@ -192,7 +193,7 @@ class MicroBatcher:
     """Runs one model on batches gathered from concurrent callers.
 
     The batcher has as many worker threads as the process's thread plan lets model calls run at
-    once, and every call of every batcher holds cores of the plan's :class:`CoreGate`, with as many
+    once (one for a model on a GPU, whose calls run alone), and every call of every batcher holds cores of the plan's :class:`CoreGate`, with as many
     torch threads as it lends. Without a plan (:func:`configure_torch_threads` not called) it has
     one thread, no gate, and torch's threads as they are.
 
@@ -210,9 +211,12 @@ class MicroBatcher:
         self.batches = 0  # batches run, for tests and metrics
         with _plan_lock:
             plan, self._gate = _plan, _gate
+        # A GPU model's calls take turns with all others: side by side they would only split its
+        # batches and multiply the activations in GPU memory.
+        self._exclusive = model.info.device.startswith("cuda")
         self._threads = [
             threading.Thread(target=self._run, name=f"batch-{model.info.name}-{n}", daemon=True)
-            for n in range(plan.parallel_calls if plan else 1)
+            for n in range(plan.parallel_calls if plan and not self._exclusive else 1)
         ]
         for thread in self._threads:
             thread.start()
@@ -266,7 +270,7 @@ class MicroBatcher:
         return jobs
 
     def _cores(self) -> AbstractContextManager[int | None]:
-        return self._gate.call() if self._gate is not None else contextlib.nullcontext()
+        return self._gate.call(exclusive=self._exclusive) if self._gate is not None else contextlib.nullcontext()
 
     def _run(self) -> None:
         while True:

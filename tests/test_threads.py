@@ -6,11 +6,13 @@ real the test runs in a subprocess and this test process keeps its own threads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -202,3 +204,35 @@ def test_each_call_runs_with_the_threads_the_gate_lends(monkeypatch):
     batcher.close()
     assert 1 in model.seen[1:]  # under load, calls ran side by side on one thread each
     assert torch.get_num_threads() == before  # the workers' settings are their own
+
+
+def test_gpu_model_calls_run_alone(monkeypatch):
+    plan = plan_threads(0, cores=2)
+    monkeypatch.setattr(batching, "_plan", plan)
+    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
+    active, lock = [0], threading.Lock()
+    spans: list[tuple[str, float, float]] = []
+
+    class Timed(CountingModel):
+        def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):
+            start = time.perf_counter()
+            outputs = super().process_signals(signals, sampling_rate, same_speaker=same_speaker)
+            spans.append((self.info.name, start, time.perf_counter()))
+            return outputs
+
+    gpu = Timed("gpu", active, lock)
+    gpu.info = dataclasses.replace(gpu.info, device="cuda:0")
+    cpu = [Timed(f"cpu{i}", active, lock) for i in range(2)]
+    batchers = [MicroBatcher(m, BatchOptions(max_batch=4, max_wait=0.005)) for m in (gpu, *cpu)]
+    assert [len(b._threads) for b in batchers] == [1, 2, 2]
+    signals = [np.sin(np.linspace(0, 100 * (i + 1), 4000)).astype(np.float32) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda s: [b.process_signals([s]) for b in batchers], signals))
+    for b in batchers:
+        b.close()
+    gpu_calls = [(start, end) for name, start, end in spans if name == "gpu"]
+    others = [(start, end) for name, start, end in spans if name != "gpu"]
+    assert gpu_calls and others
+    # Nothing else ran while a GPU call did; CPU calls still ran side by side.
+    assert not any(s < e2 and s2 < e for s, e in gpu_calls for s2, e2 in others)
+    assert max(m.most for m in cpu) == 2
