@@ -93,13 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=7200, help="longest recording accepted")
     parser.add_argument(
         "--vad",
-        default=os.environ.get("VAD", "silero").strip().lower(),
-        help="voice activity detection of interview mode: silero or energy (default: $VAD, else silero)",
+        default=os.environ.get("VAD", "").strip().lower(),
+        help="voice activity detection of interview mode: silero or energy (default: $VAD, else the service's default)",
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from .segmentation import VADS, SegmentOptions
 
+    args.vad = args.vad or SegmentOptions().vad
     if args.vad not in VADS:
         parser.error(f"--vad (or VAD) must be one of {', '.join(VADS)}, not {args.vad!r}")
 
