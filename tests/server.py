@@ -43,19 +43,23 @@ def running(
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
     ready: Sequence[str] = ("healthy", "degraded", "unhealthy"),
+    output: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run ``python <command>`` from the repo root until /health on ``port`` reports a status in ``ready``."""
+    """Run ``python <command>`` from the repo root until /health on ``port`` reports a status in ``ready``.
+
+    What it prints goes to ``output`` when given (readable while it runs), else to a temporary file.
+    """
     # LOG_FILE empty: the server logs to the output file below, not to emotion_api.log in the checkout.
     loopback = {"HOST": "127.0.0.1", "PORT": str(port), "HF_HUB_OFFLINE": "1", "LOG_FILE": ""}
     full_env = {**os.environ, **loopback, **(env or {})}
     # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a server
     # that logged more than a pipe holds (64 kB: a few hundred access lines) would block on it.
-    with tempfile.TemporaryFile("w+") as output:
+    with open(output, "w+") if output else tempfile.TemporaryFile("w+") as printed:
         process = subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,
             env=full_env,
-            stdout=output,
+            stdout=printed,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
@@ -65,8 +69,8 @@ def running(
         try:
             while True:
                 if process.poll() is not None:
-                    output.seek(0)
-                    raise AssertionError(f"server exited with {process.returncode}:\n{output.read()}")
+                    printed.seek(0)
+                    raise AssertionError(f"server exited with {process.returncode}:\n{printed.read()}")
                 try:
                     status = requests.get(url + "/health", timeout=5).json()["data"]["status"]
                     if status in ready:
@@ -74,13 +78,14 @@ def running(
                 except (requests.RequestException, ValueError):
                     pass
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready after {timeout} s")
+                    printed.seek(0)
+                    raise AssertionError(f"server not ready after {timeout} s:\n{printed.read()}")
                 time.sleep(0.3)
             yield url, process
         finally:
             stop(process)
-            output.seek(0)
-            process.output = output.read()  # type: ignore[attr-defined]  # what it printed, for assertions
+            printed.seek(0)
+            process.output = printed.read()  # type: ignore[attr-defined]  # what it printed, for assertions
 
 
 @contextlib.contextmanager

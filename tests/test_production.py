@@ -32,7 +32,7 @@ from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
 from emotion_service.logs import configure_logging
 
-from .server import ROOT, free_port, redis_server, stop
+from .server import ROOT, free_port, redis_server, running
 from .signals import wav
 
 CLIP = wav(2.0)
@@ -318,45 +318,18 @@ BROKEN_MODELS = '[presets.broken]\nghost = 1.0\n\n[models.ghost]\nbackend = "non
 @contextlib.contextmanager
 def _server(tmp_path: Path, name: str, env: dict[str, str], timeout: float = 90.0) -> Iterator[tuple[str, Path]]:
     """Run start_api_server.py on a free loopback port until /health answers; yield its URL and output file."""
-    port = free_port()
     models = tmp_path / "models.toml"
     models.write_text(BROKEN_MODELS)
-    full_env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
+    env = {
         "MODELS_CONFIG": str(models),
         "MODEL_PRESET": "broken",
         "DEVICE": "cpu",
         "LOG_FILE": str(tmp_path / f"{name}.log"),
-        "HF_HUB_OFFLINE": "1",
         **env,
     }
     output = tmp_path / f"{name}.out"
-    with open(output, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "start_api_server.py"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server {name} exited with {process.returncode}:\n{output.read_text()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/health", timeout=5).status_code in (200, 503):
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server {name} not ready after {timeout} s:\n{output.read_text()}")
-            time.sleep(0.2)
+    with running(["start_api_server.py"], free_port(), env=env, timeout=timeout, output=output) as (url, _):
         yield url, output
-    finally:
-        stop(process)
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
