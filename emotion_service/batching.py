@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .errors import ServiceError
-from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput
+from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput, require_sampling_rate
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ class MicroBatcher:
         Raises:
             Overloaded: Too much work is queued.
         """
-        if sampling_rate != SAMPLING_RATE:
-            raise ValueError(f"sampling_rate must be {SAMPLING_RATE}, got {sampling_rate}")
+        require_sampling_rate(sampling_rate, self.model.info.display_name)
         with self._lock:
             if self._queued + len(signals) > self.options.max_queue:
                 raise Overloaded(

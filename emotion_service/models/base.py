@@ -15,6 +15,19 @@ import numpy as np
 SAMPLING_RATE = 16_000
 
 
+def require_sampling_rate(sampling_rate: int, model: str) -> None:
+    """Refuse signals that are not at :data:`SAMPLING_RATE`, saying how to fix it.
+
+    Raises:
+        ValueError: ``sampling_rate`` is not 16000.
+    """
+    if sampling_rate != SAMPLING_RATE:
+        raise ValueError(
+            f"{model} needs {SAMPLING_RATE} Hz audio, got {sampling_rate} Hz: "
+            "resample first (emotion_service.audio decodes to 16 kHz)."
+        )
+
+
 @dataclass(frozen=True)
 class ModelOutput:
     """What one model says about one clip.

@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..features import MelConfig, clip_features, normalise
 from ..labels import CANONICAL_LABELS
-from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput
+from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
 
 MODEL_FILE = "model.pt"
 FORMAT = "emotion-service-bundled/1"
@@ -179,10 +179,7 @@ class BundledModel(EmotionModel):
         *,
         same_speaker: bool = False,
     ) -> list[ModelOutput]:
-        if sampling_rate != SAMPLING_RATE:
-            raise ValueError(
-                f"the bundled model needs {SAMPLING_RATE} Hz audio, got {sampling_rate} Hz; resample it first"
-            )
+        require_sampling_rate(sampling_rate, self.info.display_name)
         probabilities = self.predict_proba(signals, same_speaker=same_speaker)
         return [
             ModelOutput({label: float(p) for label, p in zip(self.labels, row, strict=True)}) for row in probabilities

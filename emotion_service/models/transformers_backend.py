@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..labels import CANONICAL_LABELS, canonical_label
-from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput
+from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
 from .optimize import fold_weight_norm, prepare_for_cpu, quantize_int8
 from .spec import ModelSpec
 
@@ -471,11 +471,7 @@ class TransformersModel(EmotionModel):
         Raises:
             ValueError: ``sampling_rate`` is not 16000.
         """
-        if sampling_rate != SAMPLING_RATE:
-            raise ValueError(
-                f"{self.info.display_name} needs {SAMPLING_RATE} Hz audio, got {sampling_rate} Hz: "
-                "resample first (emotion_service.audio decodes to 16 kHz)."
-            )
+        require_sampling_rate(sampling_rate, self.info.display_name)
         arrays = [np.asarray(signal, dtype=np.float32).reshape(-1) for signal in signals]
         pieces = [(i, start, end) for i, array in enumerate(arrays) for start, end in self.windows(len(array))]
         # Longest first, so that each batch pads little and the biggest one shows up at once.
