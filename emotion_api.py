@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emotion_service.api import configure_threads, create_app
+from emotion_service.http.app import create_app
+from emotion_service.models.threads import configure_threads
 
 __all__ = ["app", "create_app"]  # noqa: F822  (app: module __getattr__)
 
@@ -22,7 +23,7 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             from emotion_service.config import Settings
-            from emotion_service.logs import configure_logging
+            from emotion_service.http.logs import configure_logging
 
             settings = Settings.from_env()
             configure_logging(settings)
@@ -34,6 +35,6 @@ def __getattr__(name: str) -> Any:
 
 if __name__ == "__main__":
     from emotion_service.config import Settings
-    from emotion_service.server import serve
+    from emotion_service.http.server import serve
 
     serve(Settings.from_env())

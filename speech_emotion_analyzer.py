@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from emotion_service.analyzer import AnalysisResult, SessionResult, SpeechEmotionAnalyzer
+from emotion_service.analysis.analyzer import AnalysisResult, SessionResult, SpeechEmotionAnalyzer
 
 __all__ = ["AnalysisResult", "SessionResult", "SpeechEmotionAnalyzer", "main"]
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from emotion_service.errors import ServiceError
-    from emotion_service.serialize import analysis_json
+    from emotion_service.views import analysis_json
 
     analyzer = SpeechEmotionAnalyzer(args.preset)
     status = 0

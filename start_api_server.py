@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    from emotion_service.auth import load_api_keys
     from emotion_service.config import SETTINGS, Settings, load_models_config, parse_setting
     from emotion_service.errors import ConfigError
-    from emotion_service.logs import configure_logging
-    from emotion_service.server import serve
+    from emotion_service.http.auth import load_api_keys
+    from emotion_service.http.logs import configure_logging
+    from emotion_service.http.server import serve
 
     args = build_parser().parse_args(argv)
     try:

@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emotion_service.prosody import measure  # noqa: E402
-from emotion_service.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
+from emotion_service.audio.prosody import measure  # noqa: E402
+from emotion_service.audio.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
 
 RATE = 16_000
 

@@ -442,9 +442,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One system on one preset, in this (fresh) process; returns its figures."""
     import torch
 
-    from emotion_service.batching import BatchOptions, MicroBatcher, configure_torch_threads
+    from emotion_service.analysis.batching import BatchOptions, MicroBatcher
     from emotion_service.config import load_models_config
     from emotion_service.models.registry import load_preset
+    from emotion_service.models.threads import configure_torch_threads
 
     cuda = args.device.startswith("cuda")
     engine = args.worker == "engine"

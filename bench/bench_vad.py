@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emotion_service.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
+from emotion_service.audio.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
 
 RATE = 16_000
 HOP = 160  # 10 ms reference frames

@@ -1,14 +1,17 @@
 """Speech emotion analysis for job-interview software.
 
-The package is split one module per job:
+The folders follow the data, and every import looks down (``ARCHITECTURE.md``; the contracts in
+``pyproject.toml`` are checked by ``lint-imports`` in CI):
 
-- :mod:`emotion_service.audio` decodes any upload to 16 kHz mono float32;
-- :mod:`emotion_service.labels` holds the canonical emotion set and maps model labels onto it;
-- :mod:`emotion_service.models` holds the emotion model backends and their registry;
-- :mod:`emotion_service.ensemble` combines the models' scores;
-- :mod:`emotion_service.assessment` turns emotions into an interview assessment;
-- :mod:`emotion_service.analyzer` ties these together behind one class;
-- :mod:`emotion_service.api` is the HTTP layer (the only module that knows Flask).
+- :mod:`emotion_service.config`, :mod:`emotion_service.errors`, :mod:`emotion_service.labels`:
+  the shared vocabulary at the bottom (settings, the sampling rate, errors, canonical emotions);
+- :mod:`emotion_service.audio`: any upload decoded to 16 kHz mono, features, VAD, segmentation, prosody;
+- :mod:`emotion_service.models`: the emotion model backends, their registry and the thread plan;
+- :mod:`emotion_service.analysis`: analyzer, micro-batching, ensemble, assessment, interviews, cache;
+- :mod:`emotion_service.views`: the analysis results as the API's JSON;
+- :mod:`emotion_service.jobs`: background jobs (stores, runners, Celery backend, webhooks);
+- :mod:`emotion_service.http`: the Flask app (the only part that knows Flask);
+- at the top, entry points: :mod:`.cli`, :mod:`.train`, :mod:`.download`, :mod:`.celery_app`.
 """
 
 __version__ = "0.1.0"

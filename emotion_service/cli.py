@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from .segmentation import VADS, SegmentOptions
+    from .audio.segmentation import VADS, SegmentOptions
 
     args.vad = args.vad or SegmentOptions().vad
     if args.vad not in VADS:
@@ -106,11 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from .analyzer import SpeechEmotionAnalyzer
-    from .audio import AudioLimits
+    from .analysis.analyzer import SpeechEmotionAnalyzer
+    from .analysis.interview import analyze_interview
+    from .audio.decode import AudioLimits
     from .errors import ServiceError
-    from .interview import analyze_interview
-    from .serialize import analysis_json, interview_json
+    from .views import analysis_json, interview_json
 
     files = find_audio(args.inputs)
     if not files:

@@ -18,7 +18,9 @@ from typing import Any
 import tomllib
 
 from .errors import ConfigError
-from .models.spec import ModelSpec
+
+# Every model and the decoder work at this rate: decoding resamples to it, models refuse others.
+SAMPLING_RATE = 16_000
 
 DEFAULT_MODELS_CONFIG = "models.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -28,6 +30,39 @@ AUTH_MODES = ("auto", "on", "off")
 # Endpoints that AUTH_EXEMPT may name (Flask endpoint names without the blueprint).
 EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs")
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the ``[models.<name>]`` table of the models config file.
+
+    Attributes:
+        name: Registry key, e.g. ``"hubert_large"``.
+        display_name: Shown in results, e.g. ``"HuBERT-Large"``.
+        backend: ``"transformers"`` (a Hugging Face audio-classification model) or ``"bundled"``.
+        source: Hub id (``"superb/hubert-large-superb-er"``) or a local directory/file.
+        revision: Hub revision (commit) to pin; None for the default branch.
+        licence: Licence of the weights, shown in /health and the README.
+        commercial_use: False for non-commercial weights (CC BY-NC...).
+        trust_remote_code: Run the model's own modelling code (ExHuBERT needs it).
+        feature_extractor: Hub id or directory to take the feature extractor from when the
+            model repository has none of its own (ExHuBERT borrows facebook/hubert-base-ls960's).
+        labels: Class names in index order, overriding ``config.id2label`` when a model only
+            has generic names (``LABEL_0``...).
+        window_seconds: Longer audio is analysed in windows of this length (None: whole clip).
+    """
+
+    name: str
+    display_name: str
+    backend: str
+    source: str
+    revision: str | None = None
+    licence: str = "unknown"
+    commercial_use: bool = True
+    trust_remote_code: bool = False
+    feature_extractor: str | None = None
+    labels: tuple[str, ...] | None = None
+    window_seconds: float | None = None
 
 
 @dataclass(frozen=True)

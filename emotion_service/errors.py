@@ -54,5 +54,16 @@ class ModelUnavailable(ServiceError):
     error_code = "MODEL_UNAVAILABLE"
 
 
+class Overloaded(ServiceError):
+    """More work is queued than the service can start soon; retry after ``retry_after`` seconds."""
+
+    status = 503
+    error_code = "OVERLOADED"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message names the variable and the values it accepts."""

@@ -42,7 +42,8 @@ import torch
 from scipy import signal as scipy_signal
 from torch import nn
 
-from .features import SAMPLING_RATE, MelConfig, Normaliser, clip_features, mfcc_statistics, normalise
+from .audio.features import MelConfig, Normaliser, clip_features, mfcc_statistics, normalise
+from .config import SAMPLING_RATE
 from .labels import CANONICAL_LABELS, canonical_label
 from .models.bundled import MODEL_FILE, BundledModel, EmotionCNN, make_checkpoint, pad_frames
 

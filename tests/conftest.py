@@ -5,12 +5,19 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
-from emotion_service.audio import AudioLimits
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.audio.decode import AudioLimits
 from emotion_service.config import Settings
+from emotion_service.http.app import create_app
 from emotion_service.labels import CANONICAL_LABELS
 from emotion_service.models.base import EmotionModel, ModelInfo, ModelOutput
+
+from .system_deps import ensure as ensure_system_programs
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # redis-server, nginx, chromium: installed before the first test, or the run stops saying what to install.
+    ensure_system_programs()
 
 
 class StandInModel(EmotionModel):

@@ -11,9 +11,9 @@ import time
 from functools import cache
 from typing import Any
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.audio import AudioLimits
-from emotion_service.interview import run_job
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.audio.decode import AudioLimits
+from emotion_service.jobs.task import run_job
 
 
 def _log(event: str) -> None:

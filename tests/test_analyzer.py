@@ -50,7 +50,7 @@ def test_session_keeps_order_and_errors(analyzer):
 
 
 def test_unknown_preset_fails_early():
-    from emotion_service.analyzer import SpeechEmotionAnalyzer
+    from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
     from emotion_service.errors import ConfigError
 
     with pytest.raises(ConfigError, match="MODEL_PRESET"):
@@ -58,7 +58,7 @@ def test_unknown_preset_fails_early():
 
 
 def test_unloadable_preset_reports_failures(monkeypatch):
-    from emotion_service.analyzer import SpeechEmotionAnalyzer
+    from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     analyzer = SpeechEmotionAnalyzer("full", models_dir="/nonexistent-models-dir")

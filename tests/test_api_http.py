@@ -11,9 +11,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
 from emotion_service.config import Settings
+from emotion_service.http.app import create_app
 from emotion_service.labels import CANONICAL_LABELS
 
 from .conftest import StandInModel
@@ -323,7 +323,7 @@ def test_emotion_inference_off_serves_delivery_only():
 
 
 def test_repeated_audio_is_a_cache_hit():
-    from emotion_service.cache import MemoryCache
+    from emotion_service.analysis.cache import MemoryCache
 
     analyzer = SpeechEmotionAnalyzer.from_models({"standin": StandInModel()}, cache=MemoryCache(4))
     client = create_app(Settings(), analyzer).test_client()
@@ -341,7 +341,7 @@ def test_repeated_audio_is_a_cache_hit():
 
 
 def test_overload_is_503_with_retry_after(settings):
-    from emotion_service.batching import Overloaded
+    from emotion_service.errors import Overloaded
 
     class Busy(StandInModel):
         def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):

@@ -11,7 +11,14 @@ import av
 import numpy as np
 import pytest
 
-from emotion_service.audio import AudioLimits, decode_audio, decode_base64, load_audio, prepare_signal, sniff_format
+from emotion_service.audio.decode import (
+    AudioLimits,
+    decode_audio,
+    decode_base64,
+    load_audio,
+    prepare_signal,
+    sniff_format,
+)
 from emotion_service.errors import InvalidAudio, PayloadTooLarge
 
 from .signals import encode, voice_like

@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.batching import BatchOptions, MicroBatcher, Overloaded
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.batching import BatchOptions, MicroBatcher
+from emotion_service.errors import Overloaded
 from emotion_service.models.base import EmotionModel, ModelInfo, ModelOutput
 
 from .conftest import StandInModel

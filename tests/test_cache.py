@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.cache import MemoryCache, cache_key
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.cache import MemoryCache, cache_key
 
 from .conftest import StandInModel
 from .signals import encode, voice_like

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import emotion_service.analyzer as analyzer_module
+import emotion_service.analysis.analyzer as analyzer_module
 from emotion_service.cli import main
 
 from .conftest import StandInModel

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.interview import analyze_interview
-from emotion_service.serialize import analysis_json, interview_json, session_json
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.interview import analyze_interview
+from emotion_service.views import analysis_json, interview_json, session_json
 
 from .signals import encode, voice_like
 from .test_interview import RATE, interview

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from emotion_service.assessment import assess, emotion_score, emotion_type, summarise_session
-from emotion_service.ensemble import ModelResult, combine
+from emotion_service.analysis.assessment import assess, emotion_score, emotion_type, summarise_session
+from emotion_service.analysis.ensemble import ModelResult, combine
 from emotion_service.labels import CANONICAL_LABELS, canonical_label
 from emotion_service.models.base import ModelOutput
 

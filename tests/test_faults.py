@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from emotion_service.cache import RedisCache
-from emotion_service.jobs import JobStoreFull, SQLiteJobStore, new_job
+from emotion_service.analysis.cache import RedisCache
+from emotion_service.jobs.store import JobStoreFull, SQLiteJobStore, new_job
 
 from .server import free_port, redis_server, running
 from .signals import wav
@@ -203,12 +203,15 @@ def test_the_result_cache_leaves_a_failed_redis_alone_for_a_while(caplog, monkey
     """Redis unreachable: a lookup is a miss, and for ``pause_seconds`` no call goes to Redis at all."""
     from prometheus_client import REGISTRY
 
-    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", pause_seconds=0.5)  # nothing listens there
+    from emotion_service.http.metrics import record_cache_error
+
+    # nothing listens there; the server gives the cache its metrics hook the same way
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", pause_seconds=0.5, on_error=record_cache_error)
     calls = []
     real_get = cache._client.get
     monkeypatch.setattr(cache._client, "get", lambda key: calls.append(key) or real_get(key))
     before = REGISTRY.get_sample_value("emotion_cache_errors_total") or 0.0
-    with caplog.at_level("WARNING", logger="emotion_service.cache"):
+    with caplog.at_level("WARNING", logger="emotion_service.analysis.cache"):
         assert [cache.get("k"), cache.get("k"), cache.get("k")] == [None, None, None]
         cache.set("k", {"a": 1})
     assert len(calls) == 1 and len(caplog.records) == 1 and "treating as a miss" in caplog.text

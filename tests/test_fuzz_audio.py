@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emotion_service.audio import AudioLimits, decode_audio, decode_base64
+from emotion_service.audio.decode import AudioLimits, decode_audio, decode_base64
 from emotion_service.errors import InvalidAudio, PayloadTooLarge
 
 from .signals import encode, voice_like

@@ -35,10 +35,10 @@ import requests
 import soundfile as sf
 from werkzeug.serving import make_server
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
-from emotion_service.audio import AudioLimits
-from emotion_service.batching import BatchOptions
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.batching import BatchOptions
+from emotion_service.audio.decode import AudioLimits
+from emotion_service.http.app import create_app
 
 from .conftest import StandInModel
 from .server import ROOT, free_port, running
@@ -133,7 +133,7 @@ def bombs() -> dict[str, tuple[bytes, set[str]]]:
 _MEASURE = r"""
 import json, re, sys, time
 from pathlib import Path
-from emotion_service.audio import AudioLimits, decode_audio
+from emotion_service.audio.decode import AudioLimits, decode_audio
 from emotion_service.errors import InvalidAudio, PayloadTooLarge
 
 def kib(key):
@@ -331,7 +331,7 @@ def test_refused_large_bodies_keep_the_connection_usable(gunicorn):
 
     gunicorn drains at most 64 kB of a body the app did not read and otherwise closes the
     connection after the answer; a client reusing it then got a reset (seen as ConnectionErrors
-    in load tests under rate limiting), so the app reads what is left (emotion_service.api).
+    in load tests under rate limiting), so the app reads what is left (emotion_service.http.app).
     """
     _, port = gunicorn
     body = json.dumps({"audio_data": base64.b64encode(bytes(450_000)).decode()}).encode()

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.analysis.interview import QuestionRange, analyze_interview, parse_ranges
+from emotion_service.audio.segmentation import SegmentOptions
 from emotion_service.errors import InvalidRequest
-from emotion_service.interview import QuestionRange, analyze_interview, parse_ranges, run_job
-from emotion_service.segmentation import SegmentOptions
+from emotion_service.jobs.task import run_job
 
 from .conftest import StandInModel
 from .signals import encode, voice_like

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.http.app import create_app
 
 from .signals import voice_like
 from .test_audio import pyav_encode

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from emotion_service.api import create_app
-from emotion_service.api_jobs import JobAccepted, JobData, JobDeleted
 from emotion_service.errors import InvalidAudio
-from emotion_service.jobs import HOST, LocalJobRunner, SQLiteJobStore, new_job
-from emotion_service.schemas import Envelope
+from emotion_service.http.app import create_app
+from emotion_service.http.jobs import JobAccepted, JobData, JobDeleted
+from emotion_service.http.schemas import Envelope
+from emotion_service.jobs.store import HOST, LocalJobRunner, SQLiteJobStore, new_job
 
 from .signals import wav
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion_service.api import create_app
 from emotion_service.celery_app import TEST_TASK_ENV
+from emotion_service.http.app import create_app
 
 from .server import ROOT, stop
 from .signals import wav

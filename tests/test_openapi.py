@@ -9,10 +9,10 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
 from emotion_service.config import Settings
-from emotion_service.schemas import AnalysisData, BatchData, Envelope, HealthData
+from emotion_service.http.app import create_app
+from emotion_service.http.schemas import AnalysisData, BatchData, Envelope, HealthData
 
 from .conftest import StandInModel
 from .signals import encode, voice_like

@@ -9,13 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from emotion_service.models.optimize import (
-    Int8Conv1d,
-    WaveformConv1d,
-    fold_weight_norm,
-    prepare_for_cpu,
-    quantize_int8,
-)
+from emotion_service.models.optimize import Int8Conv1d, WaveformConv1d, fold_weight_norm, prepare_for_cpu, quantize_int8
 
 
 def test_linear_layers_become_int8_and_outputs_stay_close():

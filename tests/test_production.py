@@ -26,11 +26,11 @@ import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from emotion_service.api import create_app
-from emotion_service.auth import load_api_keys
 from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
-from emotion_service.logs import configure_logging
+from emotion_service.http.app import create_app
+from emotion_service.http.auth import load_api_keys
+from emotion_service.http.logs import configure_logging
 
 from .server import ROOT, free_port, redis_server, running
 from .signals import wav
@@ -299,7 +299,7 @@ def test_logs_are_json_lines_without_audio_or_keys(json_logs, settings, analyzer
     assert (first["request_id"], first["method"], first["path"], first["status"]) == ("req-42", "POST", "/analyze", 200)
     assert first["bytes_in"] > len(CLIP_B64) and first["bytes_out"] > 0 and first["duration"] > 0
     assert access[2]["status"] == 401
-    assert any(r["logger"] == "emotion_service.api" and r.get("request_id") for r in records)  # the 401 rejection
+    assert any(r["logger"] == "emotion_service.http.app" and r.get("request_id") for r in records)  # the 401 rejection
     assert KEY not in text and OTHER_KEY not in text
     assert CLIP_B64[1000:1100] not in text and "UklGR" not in text  # no base64 of the WAV (it starts "RIFF")
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from emotion_service.prosody import ProsodyOptions, measure
+from emotion_service.audio.prosody import ProsodyOptions, measure
 
 from .signals import voice_like
 

@@ -24,12 +24,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from emotion_service.analyzer import SpeechEmotionAnalyzer
-from emotion_service.api import create_app
-from emotion_service.api_jobs import OPENAPI_PATHS
-from emotion_service.audio import AudioLimits
+from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+from emotion_service.audio.decode import AudioLimits
 from emotion_service.config import Settings
-from emotion_service.schemas import openapi_document
+from emotion_service.http.app import create_app
+from emotion_service.http.jobs import OPENAPI_PATHS
+from emotion_service.http.schemas import openapi_document
 
 from .conftest import StandInModel
 

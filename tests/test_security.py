@@ -19,8 +19,8 @@ import requests
 from werkzeug import formparser
 from werkzeug.routing import Rule
 
-from emotion_service import auth
-from emotion_service.api import create_app
+from emotion_service.http import auth
+from emotion_service.http.app import create_app
 
 from .server import free_port, running
 from .signals import wav
@@ -28,7 +28,7 @@ from .signals import wav
 KEY = "security-test-key-8c1d3f"
 CLIP = wav(1.0)
 # What AUTH_EXEMPT (default health,metrics,docs) lets through without a key: endpoint names.
-EXEMPT = {"emotion.health", "emotion.metrics", "emotion.openapi", "emotion.docs", "emotion.docs_asset"}
+EXEMPT = {"service.health", "service.metrics", "docs.openapi", "docs.docs", "docs.docs_asset"}
 PARAMETERS = {"job_id": "0123456789abcdef0123456789abcdef", "name": "swagger-ui.css", "filename": "x.css"}
 
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from emotion_service import vad
+from emotion_service.audio import vad
+from emotion_service.audio.segmentation import SegmentOptions, find_speech
 from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
-from emotion_service.segmentation import SegmentOptions, find_speech
 
 from .signals import voice_like
 

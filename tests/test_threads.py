@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_service import batching
-from emotion_service.batching import BatchOptions, CoreGate, MicroBatcher, ThreadPlan, plan_threads
+from emotion_service.analysis.batching import BatchOptions, MicroBatcher
 from emotion_service.config import Settings
 from emotion_service.errors import ConfigError
+from emotion_service.models import threads
+from emotion_service.models.threads import CoreGate, ThreadPlan, plan_threads
 
 from .conftest import StandInModel
 
@@ -91,8 +92,8 @@ def test_setting_is_parsed_and_checked():
 
 APPLY = """
 import json, torch
-from emotion_service.api import configure_threads
-from emotion_service.batching import available_cores
+from emotion_service.models.threads import configure_threads
+from emotion_service.models.threads import available_cores
 from emotion_service.config import Settings
 plan = configure_threads(Settings.from_env())
 again = configure_threads(Settings.from_env({"TORCH_THREADS": "5"}))  # once per process
@@ -152,8 +153,8 @@ class CountingModel(StandInModel):
 def test_batchers_share_the_plan(monkeypatch, torch_threads):
     # The plan of a server process (2 cores, TORCH_THREADS=2, 1 or automatic), set by hand and undone afterwards.
     plan = plan_threads(torch_threads, cores=2)
-    monkeypatch.setattr(batching, "_plan", plan)
-    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
+    monkeypatch.setattr(threads, "_plan", plan)
+    monkeypatch.setattr(threads, "_gate", CoreGate(plan))
     active, lock = [0], threading.Lock()
     models = [CountingModel(f"m{i}", active, lock) for i in range(3)]
     batchers = [MicroBatcher(m, BatchOptions(max_batch=4, max_wait=0.005)) for m in models]
@@ -192,8 +193,8 @@ def test_each_call_runs_with_the_threads_the_gate_lends(monkeypatch):
 
     before = torch.get_num_threads()
     plan = plan_threads(0, cores=2)  # a lone call 2 threads, calls side by side 1 each
-    monkeypatch.setattr(batching, "_plan", plan)
-    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
+    monkeypatch.setattr(threads, "_plan", plan)
+    monkeypatch.setattr(threads, "_gate", CoreGate(plan))
     model = ThreadsModel()
     batcher = MicroBatcher(model, BatchOptions(max_batch=1, max_wait=0))
     signal = np.zeros(1600, dtype=np.float32)
@@ -208,8 +209,8 @@ def test_each_call_runs_with_the_threads_the_gate_lends(monkeypatch):
 
 def test_gpu_model_calls_run_alone(monkeypatch):
     plan = plan_threads(0, cores=2)
-    monkeypatch.setattr(batching, "_plan", plan)
-    monkeypatch.setattr(batching, "_gate", CoreGate(plan))
+    monkeypatch.setattr(threads, "_plan", plan)
+    monkeypatch.setattr(threads, "_gate", CoreGate(plan))
     active, lock = [0], threading.Lock()
     spans: list[tuple[str, float, float]] = []
 

@@ -20,11 +20,10 @@ import torch
 import transformers.dynamic_module_utils
 
 from emotion_service import download
-from emotion_service.config import load_models_config
+from emotion_service.config import ModelSpec, load_models_config
 from emotion_service.labels import CANONICAL_LABELS
 from emotion_service.models import transformers_backend
 from emotion_service.models.registry import load_preset
-from emotion_service.models.spec import ModelSpec
 from emotion_service.models.transformers_backend import ModelLoadError, TransformersModel, build_label_map
 from tests import tiny_models
 

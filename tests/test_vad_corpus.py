@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from emotion_service.segmentation import SegmentOptions
+from emotion_service.audio.segmentation import SegmentOptions
 
 REPO = Path(__file__).resolve().parent.parent
 # A few points under what `python bench/bench_vad.py` reports at 20 dB (README, "Segmentation"), so

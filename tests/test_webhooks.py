@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from emotion_service.api import create_app
-from emotion_service.webhooks import (
+from emotion_service.http.app import create_app
+from emotion_service.jobs.webhooks import (
     SIGNATURE_HEADER,
     InvalidWebhook,
     WebhookPolicy,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SAMPLING_RATE = 16_000
+from ..config import SAMPLING_RATE
 
 
 def require_sampling_rate(sampling_rate: int, model: str) -> None:

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..features import MelConfig, clip_features, normalise
+from ..audio.features import MelConfig, clip_features, normalise
+from ..config import SAMPLING_RATE
 from ..labels import CANONICAL_LABELS
-from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
+from .base import EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
 
 MODEL_FILE = "model.pt"
 FORMAT = "emotion-service-bundled/1"

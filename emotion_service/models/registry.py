@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..config import ModelsConfig
+from ..config import ModelsConfig, ModelSpec
 from .base import EmotionModel
-from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from ..config import SAMPLING_RATE, ModelSpec
 from ..labels import CANONICAL_LABELS, canonical_label
-from .base import SAMPLING_RATE, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
+from .base import EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
 from .optimize import fold_weight_norm, prepare_for_cpu, quantize_int8
-from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

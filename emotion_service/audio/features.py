@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SAMPLING_RATE = 16_000
+from ..config import SAMPLING_RATE
 
 
 @dataclass(frozen=True)

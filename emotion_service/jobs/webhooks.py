@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .config import Settings
-from .errors import InvalidRequest
-from .jobs import Job, job_json
+from ..config import Settings
+from ..errors import InvalidRequest
+from .store import Job, job_json
 
 logger = logging.getLogger(__name__)
 

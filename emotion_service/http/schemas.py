@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from . import __version__
+from .. import __version__
 
 Lang = Literal["zh", "en"]
 

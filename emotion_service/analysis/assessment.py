@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..labels import CANONICAL_LABELS, display_name
 from .ensemble import EnsembleResult
-from .labels import CANONICAL_LABELS, display_name
 
 EMOTION_TYPES: dict[str, tuple[str, ...]] = {
     "positive": ("happy", "calm"),

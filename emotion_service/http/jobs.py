@@ -1,8 +1,8 @@
 """HTTP endpoints of asynchronous jobs: ``POST /jobs``, ``GET /jobs/<id>``, ``DELETE /jobs/<id>``.
 
-A job analyses a whole recording in the background (:func:`.interview.run_job`); the client polls
+A job analyses a whole recording in the background (:func:`emotion_service.jobs.task.run_job`); the client polls
 its status or gets a signed webhook when it ends. The backend (local threads + SQLite, or Celery
-+ Redis) comes from ``JOB_BACKEND``; see :mod:`.jobs` and :mod:`.celery_app`.
++ Redis) comes from ``JOB_BACKEND``; see :mod:`emotion_service.jobs`.
 """
 
 from __future__ import annotations
@@ -17,26 +17,18 @@ from typing import Any, Literal
 from flask import Blueprint, Flask, current_app, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analyzer import SpeechEmotionAnalyzer
-from .api import _json_body, _lang, envelope, single_audio_from_request
-from .audio import check_container
-from .config import LANGS, Settings
-from .errors import InvalidRequest
-from .interview import parse_ranges, run_job
-from .jobs import (
-    STORE_FILE,
-    JobBackend,
-    JobNotFound,
-    JobStatus,
-    JobTask,
-    job_directory,
-    job_json,
-    open_backend,
-    valid_job_id,
-)
+from ..analysis.analyzer import SpeechEmotionAnalyzer
+from ..analysis.interview import parse_ranges
+from ..audio.decode import check_container
+from ..audio.segmentation import SegmentOptions
+from ..config import LANGS, Settings
+from ..errors import InvalidRequest
+from ..jobs.factory import open_backend
+from ..jobs.store import STORE_FILE, JobBackend, JobNotFound, JobStatus, JobTask, job_directory, job_json, valid_job_id
+from ..jobs.task import run_job
+from ..jobs.webhooks import WebhookPolicy, notifier
+from .requests import envelope, json_body, request_lang, single_audio_from_request
 from .schemas import ERROR_STATUSES
-from .segmentation import SegmentOptions
-from .webhooks import WebhookPolicy, notifier
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +48,7 @@ MESSAGES = {
 
 
 def default_task(analyzer: SpeechEmotionAnalyzer, segments: SegmentOptions | None = None) -> JobTask:
-    """The work of a job: the whole-interview analysis of :mod:`.interview`."""
+    """The work of a job: the whole-interview analysis of :mod:`emotion_service.analysis.interview`."""
     run = functools.partial(run_job, analyzer, segments=segments)
 
     def task(audio: bytes, options: dict[str, Any], progress: Callable[[float], None]) -> dict[str, Any]:
@@ -119,7 +111,7 @@ def _jobs() -> Jobs:
 def _field(name: str) -> Any:
     """A non-audio field of a /jobs request: from the JSON body, the form, or the query."""
     if request.is_json:
-        body = _json_body()
+        body = json_body()
         if name in body:
             return body[name]
     elif request.mimetype == "multipart/form-data" and name in request.form:
@@ -178,7 +170,7 @@ def _not_found(job_id: str) -> JobNotFound:
 
 @bp.post("/jobs", endpoint="submit")
 def submit():
-    lang = _lang()
+    lang = request_lang()
     audio = single_audio_from_request()
     options = _options(lang)
     webhook_url = _webhook_url()
@@ -198,7 +190,7 @@ def submit():
 
 @bp.get("/jobs/<job_id>", endpoint="status")
 def status(job_id: str):
-    lang = _lang()
+    lang = request_lang()
     job = _jobs().backend.get(_job_id(job_id))
     if job is None:
         raise _not_found(job_id)
@@ -207,7 +199,7 @@ def status(job_id: str):
 
 @bp.delete("/jobs/<job_id>", endpoint="delete")
 def delete(job_id: str):
-    lang = _lang()
+    lang = request_lang()
     if not _jobs().backend.delete(_job_id(job_id)):
         raise _not_found(job_id)
     return envelope(True, MESSAGES["deleted"][lang], {"job_id": job_id, "deleted": True})

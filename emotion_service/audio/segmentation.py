@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from .models.base import SAMPLING_RATE
+from ..config import SAMPLING_RATE
 from .prosody import Contours, ProsodyOptions, contours
 
 VADS = ("energy", "silero")

@@ -24,7 +24,7 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from .config import Settings
+from ..config import Settings
 from .logs import JsonFormatter
 
 # Loading large models happens in the worker before it serves; the arbiter must not kill it
@@ -134,7 +134,8 @@ class _Server(BaseApplication):  # type: ignore[misc]
         self.cfg.set("post_worker_init", lambda worker: announce_ready(settings, worker.wsgi))
 
     def load(self) -> Any:
-        from .api import configure_threads, create_app
+        from ..models.threads import configure_threads
+        from .app import create_app
         from .logs import configure_logging
 
         configure_logging(self.settings)

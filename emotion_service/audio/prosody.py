@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from .models.base import SAMPLING_RATE
+from ..config import SAMPLING_RATE
 
 _RATE = 8_000  # pitch and intensity need nothing above 4 kHz
 _HOP = 80  # 10 ms

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .labels import CANONICAL_LABELS
-from .models.base import ModelOutput
+from ..labels import CANONICAL_LABELS
+from ..models.base import ModelOutput
 
 
 @dataclass(frozen=True)

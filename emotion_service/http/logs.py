@@ -15,8 +15,8 @@ import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
-from .config import Settings
-from .errors import ConfigError
+from ..config import Settings
+from ..errors import ConfigError
 
 # The request being served by this thread; set and cleared by the HTTP layer.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)

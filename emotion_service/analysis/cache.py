@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -83,19 +83,27 @@ class RedisCache:
     """Results in Redis with a time to live, shared by every worker and instance.
 
     When Redis cannot be reached, every lookup is a miss and nothing is stored for
-    ``pause_seconds`` (one warning logged and one ``emotion_cache_errors_total`` counted per
-    failure), then Redis is tried again: a Redis that hangs costs one request the 1 s timeout
-    per pause, not every request two of them.
+    ``pause_seconds`` (one warning logged and ``on_error`` called per failure), then Redis is
+    tried again: a Redis that hangs costs one request the 1 s timeout per pause, not every
+    request two of them.
 
     Args:
         url: ``redis://host:port/db``.
         ttl_seconds: How long an entry lives.
         pause_seconds: How long to leave Redis alone after it failed.
+        on_error: Called once per failure (the server counts them in ``emotion_cache_errors_total``).
     """
 
-    def __init__(self, url: str, ttl_seconds: int = 86_400, pause_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: int = 86_400,
+        pause_seconds: float = 5.0,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
         import redis
 
+        self.on_error = on_error
         self.ttl_seconds = ttl_seconds
         self.pause_seconds = pause_seconds
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -106,10 +114,9 @@ class RedisCache:
         return time.monotonic() < self._paused_until
 
     def _failed(self, exc: Exception, consequence: str) -> None:
-        from . import metrics  # imported here: metrics imports the analyzer, which imports this module
-
         self._paused_until = time.monotonic() + self.pause_seconds
-        metrics.record_cache_error()
+        if self.on_error is not None:
+            self.on_error()
         logger.warning("result cache unavailable, %s; Redis is tried again in %g s: %s",
                        consequence, self.pause_seconds, exc)  # fmt: skip
 
@@ -132,10 +139,15 @@ class RedisCache:
             self._failed(exc, "result not stored")
 
 
-def make_cache(size: int, redis_url: str | None = None, ttl_seconds: int = 86_400) -> ResultCache | None:
-    """The cache the settings ask for: None when ``size`` is 0, Redis when a URL is given."""
+def make_cache(
+    size: int, redis_url: str | None = None, ttl_seconds: int = 86_400, on_error: Callable[[], None] | None = None
+) -> ResultCache | None:
+    """The cache the settings ask for: None when ``size`` is 0, Redis when a URL is given.
+
+    ``on_error`` is called once each time Redis fails (see :class:`RedisCache`).
+    """
     if size <= 0:
         return None
     if redis_url:
-        return RedisCache(redis_url, ttl_seconds)
+        return RedisCache(redis_url, ttl_seconds, on_error=on_error)
     return MemoryCache(size)

@@ -26,8 +26,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import InvalidAudio, PayloadTooLarge
-from .models.base import SAMPLING_RATE
+from ..config import SAMPLING_RATE
+from ..errors import InvalidAudio, PayloadTooLarge
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG (Vorbis/Opus), MP3, M4A/AAC, WebM/Opus or AIFF"
 MIN_SAMPLING_RATE = 2_000

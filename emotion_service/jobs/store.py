@@ -4,7 +4,7 @@ A job's work is a :data:`JobTask` the caller supplies (the service passes
 ``functools.partial(interview.run_job, analyzer)``), so nothing here knows about emotion models.
 Job records live in a :class:`JobStore`: :class:`SQLiteJobStore` for the embedded default (one
 machine, :class:`LocalJobRunner` runs the jobs on threads) and :class:`RedisJobStore` for the
-Celery backend (:mod:`.celery_app`), both driven by :func:`run_claimed`.
+Celery backend (:mod:`.celery_backend`, workers in :mod:`emotion_service.celery_app`), both driven by :func:`run_claimed`.
 
 Recordings are personal data: a job's audio is stored only while the job may still run, and is
 deleted the moment the job is done, failed or deleted. It is never logged.
@@ -30,10 +30,10 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ServiceError
+from ..errors import ServiceError
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -809,24 +809,3 @@ class JobBackend(Protocol):
     def delete(self, job_id: str) -> bool: ...
 
     def close(self) -> None: ...
-
-
-def open_backend(settings: Settings, task: JobTask, notify: Callable[[Job], None] | None = None) -> JobBackend:
-    """The backend ``settings.job_backend`` names, started.
-
-    ``local`` runs ``task`` on threads of this process; ``celery`` only submits (the workers
-    build their own task, see :mod:`.celery_app`).
-    """
-    if settings.job_backend == "celery":
-        from .celery_app import CeleryJobBackend
-
-        return CeleryJobBackend(settings)
-    runner = LocalJobRunner(
-        SQLiteJobStore(job_directory(settings)),
-        task,
-        workers=settings.job_workers,
-        max_attempts=settings.job_max_attempts,
-        retention=settings.job_retention_hours * 3600,
-        notify=notify,
-    )
-    return runner.start()

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analyzer import AnalysisResult, SessionResult
-from .assessment import LEVELS, Assessment, SessionSummary
-from .audio import DecodedAudio
-from .ensemble import EnsembleResult, ModelResult
-from .interview import InterviewResult, TimelineEntry, Trend
+from .analysis.analyzer import AnalysisResult, SessionResult
+from .analysis.assessment import LEVELS, Assessment, SessionSummary
+from .analysis.ensemble import EnsembleResult, ModelResult
+from .analysis.interview import InterviewResult, TimelineEntry, Trend
+from .audio.decode import DecodedAudio
+from .audio.prosody import DeliveryMetrics
 from .labels import display_name
-from .prosody import DeliveryMetrics
 
 
 def _probabilities(probabilities: dict[str, float]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Whole interviews: segmentation, a timeline, delivery metrics and a session assessment.
 
 A recording (or the client's own question/answer time ranges) is cut into speech segments
-(:mod:`.segmentation`), every segment gets emotion probabilities, valence/arousal and delivery
+(:mod:`emotion_service.audio.segmentation`), every segment gets emotion probabilities, valence/arousal and delivery
 metrics, and the session is assessed against the candidate's **own baseline** where that is fairer
 than fixed thresholds: moments that stand out are the segments furthest from the candidate's mean;
 pitch variability and speaking rate are compared between the candidate's own answers. Every
@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from ..audio.decode import AudioLimits, DecodedAudio, decode_audio, load_audio
+from ..audio.prosody import DeliveryMetrics, measure
+from ..audio.segmentation import SegmentOptions, SpeechSegment, find_speech
+from ..config import SAMPLING_RATE
+from ..errors import InvalidAudio, InvalidRequest
+from ..labels import CANONICAL_LABELS, display_name
 from .analyzer import AnalysisResult, AudioInput, SpeechEmotionAnalyzer
 from .assessment import DEFAULT_RULES, AssessmentRules, SessionSummary, emotion_type, summarise_session
-from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
-from .errors import InvalidAudio, InvalidRequest
-from .labels import CANONICAL_LABELS, display_name
-from .models.base import SAMPLING_RATE
-from .prosody import DeliveryMetrics, measure
-from .segmentation import SegmentOptions, SpeechSegment, find_speech
 
 # Where each category sits on the valence (0 negative .. 1 positive) x arousal (0 low .. 1 high)
 # plane, after Russell's circumplex (1980). Used only when no model estimates the dimensions
@@ -686,38 +686,3 @@ def _delivery_advice(
                 sd=sd,
                 own=own_sd,
             )
-
-
-def run_job(
-    analyzer: SpeechEmotionAnalyzer,
-    audio: bytes,
-    options: dict[str, Any],
-    progress: Callable[[float], None],
-    *,
-    segments: SegmentOptions | None = None,
-) -> dict[str, Any]:
-    """The work of one ``/jobs`` job: analyse a whole recording and return its JSON.
-
-    Options: ``lang`` (advice), ``speech_lang`` (rate norms), ``ranges`` (question ranges),
-    ``max_seconds`` (longest recording accepted). ``segments``: how the server cuts recordings
-    (its ``VAD`` setting), not a client option.
-    """
-    from .serialize import interview_json
-
-    lang = options.get("lang", "zh")
-    limits = AudioLimits(
-        max_bytes=max(analyzer.limits.max_bytes, len(audio)),
-        min_seconds=analyzer.limits.min_seconds,
-        max_seconds=float(options.get("max_seconds", 7200)),
-    )
-    result = analyze_interview(
-        analyzer,
-        audio,
-        ranges=parse_ranges(options.get("ranges")),
-        lang=lang,
-        speech_lang=options.get("speech_lang", "zh"),
-        limits=limits,
-        segments=segments,
-        progress=progress,
-    )
-    return interview_json(result, lang)

@@ -11,8 +11,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from .config import Settings, check_api_keys, is_loopback
-from .errors import ConfigError
+from ..config import Settings, check_api_keys, is_loopback
+from ..errors import ConfigError
 
 HEADER = "X-API-Key"
 

@@ -12,22 +12,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
+from ..audio.decode import AudioLimits, DecodedAudio, decode_audio, load_audio
+from ..audio.prosody import DeliveryMetrics, Pause, measure
+from ..config import SAMPLING_RATE, ModelsConfig, Settings, load_models_config
+from ..errors import ModelUnavailable, ServiceError
+from ..models.base import EmotionModel, ModelOutput
+from ..models.registry import LoadFailure, LoadReport, load_preset
 from .assessment import Assessment, SessionSummary, assess, summarise_session
-from .audio import AudioLimits, DecodedAudio, decode_audio, load_audio
 from .batching import BatchOptions, MicroBatcher
 from .cache import ResultCache, cache_key, make_cache
-from .config import ModelsConfig, Settings, load_models_config
 from .ensemble import EnsembleResult, ModelResult, combine
-from .errors import ModelUnavailable, ServiceError
-from .models.base import SAMPLING_RATE, EmotionModel, ModelOutput
-from .models.registry import LoadFailure, LoadReport, load_preset
-from .prosody import DeliveryMetrics, Pause, measure
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,13 @@ class SpeechEmotionAnalyzer:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, max_seconds: float | None = None, batching: bool = True, load: bool = True
+        cls,
+        settings: Settings,
+        *,
+        max_seconds: float | None = None,
+        batching: bool = True,
+        load: bool = True,
+        on_cache_error: Callable[[], None] | None = None,
     ) -> SpeechEmotionAnalyzer:
         """The analyzer the service runs with ``settings`` (models, limits, cache, micro-batching).
 
@@ -129,6 +135,8 @@ class SpeechEmotionAnalyzer:
             max_seconds: Longest recording accepted; default ``settings.max_audio_seconds``.
             batching: Group concurrent requests' clips per model (``BATCH_MAX`` > 1).
             load: Load the models now.
+            on_cache_error: Called once each time the result cache fails (the server counts it in
+                its metrics); the analysis goes on without the cache.
         """
         return cls(
             settings.model_preset,
@@ -141,7 +149,7 @@ class SpeechEmotionAnalyzer:
                 min_seconds=settings.min_audio_seconds,
                 max_seconds=max_seconds or settings.max_audio_seconds,
             ),
-            cache=make_cache(settings.cache_size, settings.redis_url, settings.cache_ttl),
+            cache=make_cache(settings.cache_size, settings.redis_url, settings.cache_ttl, on_error=on_cache_error),
             batching=BatchOptions(
                 max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000, max_queue=settings.max_queue
             )

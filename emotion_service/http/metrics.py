@@ -2,7 +2,7 @@
 
 Under gunicorn with several workers, prometheus_client runs in multiprocess mode: each worker
 writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` and a scrape of any worker adds them
-up. The server sets that directory before the workers start (see :mod:`emotion_service.server`);
+up. The server sets that directory before the workers start (see :mod:`emotion_service.http.server`);
 it must be set before prometheus_client is first imported. Without it (tests, ``flask run``)
 the metrics live in this process only.
 """
@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .analyzer import AnalysisResult
+from ..analysis.analyzer import AnalysisResult
 
 # Decided when prometheus_client is imported, so read once, here, as well.
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
