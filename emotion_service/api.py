@@ -289,6 +289,7 @@ def index():
                 "POST /jobs",
                 "GET /jobs/<job_id>",
                 "DELETE /jobs/<job_id>",
+                "GET /stream (WebSocket)",
             ],
             "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
         },
@@ -469,6 +470,8 @@ def _authenticate() -> None:
     if not api_keys.enabled or g.api_key_id is not None:
         return
     endpoint = (request.endpoint or "").rpartition(".")[2]
+    if endpoint == "stream" and not request.headers.get(API_KEY_HEADER):
+        return  # browsers cannot set headers on a WebSocket: the key comes in its start message (api_stream)
     if request.endpoint and (endpoint in api_keys.exempt or (endpoint in DOCS_ENDPOINTS and "docs" in api_keys.exempt)):
         return
     problem = "is not an accepted key" if request.headers.get(API_KEY_HEADER) else "is missing"
@@ -627,6 +630,9 @@ def create_app(
     from .api_jobs import init_app as init_jobs  # imported here: api_jobs imports this module
 
     init_jobs(app, settings, analyzer)
+    from .api_stream import init_app as init_stream
+
+    init_stream(app, settings, analyzer)
     # Order matters: request id and key id first, then the rate limits (which also slow down
     # clients guessing keys), then authentication.
     app.before_request(_before)

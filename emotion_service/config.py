@@ -244,6 +244,11 @@ class Settings:
     webhook_allow_private: bool = False
     celery_broker_url: str | None = field(default=None, repr=False)  # may carry a password
     celery_visibility_timeout: int = 3600
+    stream_max_seconds: float = 1800.0
+    stream_idle_seconds: float = 30.0
+    max_streams: int = 8
+    stream_max_frame_kb: float = 256.0
+    stream_max_speed: float = 4.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -418,6 +423,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CELERY_VISIBILITY_TIMEOUT", "celery_visibility_timeout", _positive_int,
         "Seconds after which a job of a dead Celery worker is run again; must exceed the longest job.",
+    ),
+    Setting("STREAM_MAX_SECONDS", "stream_max_seconds", _positive_float, "Longest /stream, in seconds of audio (the stream is kept in memory for its summary: 32 kB a second)."),
+    Setting("STREAM_IDLE_SECONDS", "stream_idle_seconds", _positive_float, "A /stream that sends nothing for this many seconds is closed."),
+    Setting(
+        "MAX_STREAMS", "max_streams", _positive_int,
+        "Most /stream WebSockets open at once per process; each holds one of the THREADS request threads, "
+        "and one thread is kept for HTTP requests (at most THREADS - 1 streams).",
+    ),
+    Setting("STREAM_MAX_FRAME_KB", "stream_max_frame_kb", _positive_float, "Largest binary /stream message, in kB."),
+    Setting(
+        "STREAM_MAX_SPEED", "stream_max_speed", _positive_float,
+        "How much faster than real time a /stream client may send audio (after a 5 s head start).",
     ),
 )
 # fmt: on
