@@ -27,6 +27,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import __version__, logs, metrics
 from .analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
+from .api_console import PUBLIC_ENDPOINTS as CONSOLE_ENDPOINTS
+from .api_console import page as console_page
+from .api_console import wants_html
 from .audio import AudioLimits, decode_base64
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
@@ -276,6 +279,8 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 
 @bp.get("/")
 def index():
+    if wants_html():
+        return console_page()  # browsers get the web console; API clients the JSON below
     return envelope(
         True,
         "Speech emotion analysis API",
@@ -470,6 +475,8 @@ def _authenticate() -> None:
     if not api_keys.enabled or g.api_key_id is not None:
         return
     endpoint = (request.endpoint or "").rpartition(".")[2]
+    if endpoint in CONSOLE_ENDPOINTS or (endpoint == "index" and wants_html()):
+        return  # the console's page and files hold no data; the page sends the key with each call
     if endpoint == "stream" and not request.headers.get(API_KEY_HEADER):
         return  # browsers cannot set headers on a WebSocket: the key comes in its start message (api_stream)
     if request.endpoint and (endpoint in api_keys.exempt or (endpoint in DOCS_ENDPOINTS and "docs" in api_keys.exempt)):
@@ -630,9 +637,11 @@ def create_app(
     from .api_jobs import init_app as init_jobs  # imported here: api_jobs imports this module
 
     init_jobs(app, settings, analyzer)
+    from .api_console import init_app as init_console
     from .api_stream import init_app as init_stream
 
     init_stream(app, settings, analyzer)
+    init_console(app)
     # Order matters: request id and key id first, then the rate limits (which also slow down
     # clients guessing keys), then authentication.
     app.before_request(_before)

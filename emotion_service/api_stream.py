@@ -14,9 +14,11 @@ so without the header the key is taken from the start message instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -203,7 +205,7 @@ def _serve(ws: Server, streams: Streams) -> str:
                     )
                 _send(ws, body)
             if session.stopped:
-                ws.close(CLOSE_NORMAL, "stream complete")
+                _close(ws, CLOSE_NORMAL, "stream complete")
                 return "ok"
     except StreamError as exc:
         logger.info("stream %s ended: %s %s", g.get("request_id"), exc.error_code, exc.message)
@@ -275,9 +277,21 @@ def _check_models(analyzer: SpeechEmotionAnalyzer) -> None:
 def _fail(ws: Server, error: StreamError) -> None:
     try:
         _send(ws, {"type": "error", "error_code": error.error_code, "message": error.message})
-        ws.close(error.close_code, error.error_code)
+        _close(ws, error.close_code, error.error_code)
     except ConnectionClosed:
         pass  # the client left first
+
+
+def _close(ws: Server, code: int, reason: str) -> None:
+    """Close, and wait (briefly) for the client's answering close frame before the server drops the
+    connection: dropped at once, a browser may see the reset first and report 1006, not ``code``."""
+    ws.close(code, reason)
+    ws.thread.join(timeout=2)
+    if ws.mode == "werkzeug":
+        # Werkzeug's development server writes an HTTP response after the handler returns; on a
+        # socket still open (its file object keeps it so) the client would read it as a bad frame.
+        with contextlib.suppress(OSError):
+            ws.sock.shutdown(socket.SHUT_RDWR)
 
 
 OPENAPI_PATHS = {
