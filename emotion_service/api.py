@@ -475,7 +475,7 @@ def _authenticate() -> None:
     if not api_keys.enabled or g.api_key_id is not None:
         return
     endpoint = (request.endpoint or "").rpartition(".")[2]
-    if endpoint in CONSOLE_ENDPOINTS or (endpoint == "index" and wants_html()):
+    if "console" in api_keys.exempt and (endpoint in CONSOLE_ENDPOINTS or (endpoint == "index" and wants_html())):
         return  # the console's page and files hold no data; the page sends the key with each call
     if endpoint == "stream" and not request.headers.get(API_KEY_HEADER):
         return  # browsers cannot set headers on a WebSocket: the key comes in its start message (api_stream)

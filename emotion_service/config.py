@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LANGS = ("zh", "en")
 AUTH_MODES = ("auto", "on", "off")
 # Endpoints that AUTH_EXEMPT may name (Flask endpoint names without the blueprint).
-EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs")
+EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs", "console")
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -217,7 +217,7 @@ class Settings:
     auth: str = "auto"
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_keys_file: str | None = None
-    auth_exempt: tuple[str, ...] = ("health", "metrics", "docs")
+    auth_exempt: tuple[str, ...] = ("health", "metrics", "docs", "console")
     rate_limits: str = "120/minute"
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     trusted_proxies: int = 0
@@ -340,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("API_KEYS_FILE", "api_keys_file", _optional_path, "File of API keys, one a line (# comments)."),
     Setting(
         "AUTH_EXEMPT", "auth_exempt", _auth_exempt,
-        "Endpoints served without a key: comma-separated health, metrics, index, or none.",
+        "Endpoints served without a key: comma-separated health, metrics, index, docs, console (the web console's page and files), or none.",
     ),
     Setting(
         "RATE_LIMITS", "rate_limits", _rate_limits,

@@ -71,6 +71,8 @@ def receive_all(ws: websocket.WebSocket) -> tuple[list[dict[str, Any]], int | No
         frame = ws.recv_frame()  # raw frames: no close frame sent back to a server that may be gone
         if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
             code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
+            with contextlib.suppress(websocket.WebSocketException, OSError):  # answer it, as browsers do
+                ws.send_close()
             return messages, code
         if frame.opcode == websocket.ABNF.OPCODE_TEXT:
             messages.append(json.loads(frame.data.decode("utf-8")))
