@@ -28,7 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LANGS = ("zh", "en")
 AUTH_MODES = ("auto", "on", "off")
 # Endpoints that AUTH_EXEMPT may name (Flask endpoint names without the blueprint).
-EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs")
+EXEMPTABLE_ENDPOINTS = ("health", "metrics", "index", "docs", "console")
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -252,7 +252,7 @@ class Settings:
     auth: str = "auto"
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_keys_file: str | None = None
-    auth_exempt: tuple[str, ...] = ("health", "metrics", "docs")
+    auth_exempt: tuple[str, ...] = ("health", "metrics", "docs", "console")
     rate_limits: str = "120/minute"
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     trusted_proxies: int = 0
@@ -279,6 +279,11 @@ class Settings:
     webhook_allow_private: bool = False
     celery_broker_url: str | None = field(default=None, repr=False)  # may carry a password
     celery_visibility_timeout: int = 3600
+    stream_max_seconds: float = 1800.0
+    stream_idle_seconds: float = 30.0
+    max_streams: int = 8
+    stream_max_frame_kb: float = 256.0
+    stream_max_speed: float = 4.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -370,7 +375,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("API_KEYS_FILE", "api_keys_file", _optional_path, "File of API keys, one a line (# comments)."),
     Setting(
         "AUTH_EXEMPT", "auth_exempt", _auth_exempt,
-        "Endpoints served without a key: comma-separated health, metrics, index, or none.",
+        "Endpoints served without a key: comma-separated health, metrics, index, docs, console (the web console's page and files), or none.",
     ),
     Setting(
         "RATE_LIMITS", "rate_limits", _rate_limits,
@@ -453,6 +458,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CELERY_VISIBILITY_TIMEOUT", "celery_visibility_timeout", _positive_int,
         "Seconds after which a job of a dead Celery worker is run again; must exceed the longest job.",
+    ),
+    Setting("STREAM_MAX_SECONDS", "stream_max_seconds", _positive_float, "Longest /stream, in seconds of audio (the stream is kept in memory for its summary: 32 kB a second)."),
+    Setting("STREAM_IDLE_SECONDS", "stream_idle_seconds", _positive_float, "A /stream that sends nothing for this many seconds is closed."),
+    Setting(
+        "MAX_STREAMS", "max_streams", _positive_int,
+        "Most /stream WebSockets open at once per process; each holds one of the THREADS request threads, "
+        "and one thread is kept for HTTP requests (at most THREADS - 1 streams).",
+    ),
+    Setting("STREAM_MAX_FRAME_KB", "stream_max_frame_kb", _positive_float, "Largest binary /stream message, in kB."),
+    Setting(
+        "STREAM_MAX_SPEED", "stream_max_speed", _positive_float,
+        "How much faster than real time a /stream client may send audio (after a 5 s head start).",
     ),
 )
 # fmt: on

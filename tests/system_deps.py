@@ -35,7 +35,7 @@ PROGRAMS = (
     Program("chromedriver", "chromium-driver", "Selenium's driver for Chromium"),
 )
 # Not programs, but the console's screenshots need them to show Chinese text.
-EXTRA_PACKAGES = ("fonts-noto-cjk",)
+EXTRA_PACKAGES = ("fonts-wqy-microhei",)
 
 
 def missing() -> list[Program]:

@@ -86,11 +86,28 @@ class SileroVAD:
                 block = np.zeros(CONTEXT + n * WINDOW, np.float32)  # zeros after the end, too
                 part = signal[max(begin, 0) : first * WINDOW + n * WINDOW]
                 block[max(-begin, 0) : max(-begin, 0) + len(part)] = part
-                windows = torch.from_numpy(block).unfold(0, WINDOW + CONTEXT, WINDOW)  # each with its context
-                features = self._encoder(self._stft(windows)).squeeze(-1)
-                hidden, state = self._lstm(features.unsqueeze(0), state)
-                out.append(self._head(hidden.squeeze(0).unsqueeze(-1)).reshape(-1))
+                probabilities, state = self._step(torch.from_numpy(block), state)
+                out.append(probabilities)
         return torch.cat(out).numpy()
+
+    def _step(self, block: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        windows = block.unfold(0, WINDOW + CONTEXT, WINDOW)  # each with its context
+        features = self._encoder(self._stft(windows)).squeeze(-1)
+        hidden, state = self._lstm(features.unsqueeze(0), state)
+        return self._head(hidden.squeeze(0).unsqueeze(-1)).reshape(-1), state
+
+    def step(self, block: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
+        """Probabilities of the next windows of a stream, and the state to pass with the block after.
+
+        Args:
+            block: ``CONTEXT`` samples that came before (zeros at the start), then whole windows.
+            state: What the previous call returned (None at the start of a stream).
+        """
+        import torch
+
+        with torch.inference_mode():
+            probabilities, state = self._step(torch.from_numpy(block), state)
+        return probabilities.numpy(), state
 
 
 def _load_on_one_thread() -> SileroVAD:
@@ -147,14 +164,23 @@ def _forget() -> None:
 os.register_at_fork(after_in_child=_forget)
 
 
-def speech_probabilities(signal: np.ndarray) -> np.ndarray:
-    """Speech probability of each 32 ms window of a 16 kHz mono signal (the model loads on first use)."""
+def _the_runner() -> _Runner:
     global _runner
     with _lock:
         if _runner is None:
             _runner = _Runner()
-        runner = _runner
-    return runner.probabilities(signal)
+        return _runner
+
+
+def speech_probabilities(signal: np.ndarray) -> np.ndarray:
+    """Speech probability of each 32 ms window of a 16 kHz mono signal (the model loads on first use)."""
+    return _the_runner().probabilities(signal)
+
+
+def stream_probabilities(block: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
+    """:meth:`SileroVAD.step` on the model's thread: a live stream's next windows (see :mod:`.streaming`)."""
+    runner = _the_runner()
+    return runner.executor.submit(runner.model.step, block, state).result()
 
 
 def speech_frames(

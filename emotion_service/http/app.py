@@ -24,7 +24,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..analysis.analyzer import SpeechEmotionAnalyzer
 from ..config import Settings
 from ..errors import Overloaded, ServiceError, Unauthorized
-from . import analysis, docs, logs, metrics, service
+from . import analysis, console, docs, logs, metrics, service, stream
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
 from .jobs import init_app as init_jobs
@@ -97,6 +97,12 @@ def _authenticate() -> None:
     if not api_keys.enabled or g.api_key_id is not None:
         return
     endpoint = (request.endpoint or "").rpartition(".")[2]
+    if "console" in api_keys.exempt and (
+        endpoint in console.PUBLIC_ENDPOINTS or (endpoint == "index" and console.wants_html())
+    ):
+        return  # the console's page and files hold no data; the page sends the key with each call
+    if endpoint == "stream" and not request.headers.get(API_KEY_HEADER):
+        return  # browsers cannot set headers on a WebSocket: the key comes in its start message (stream.py)
     if request.endpoint and (
         endpoint in api_keys.exempt or (endpoint in docs.DOCS_ENDPOINTS and "docs" in api_keys.exempt)
     ):
@@ -244,6 +250,8 @@ def create_app(
     for blueprint in (service.bp, analysis.bp, docs.bp):
         app.register_blueprint(blueprint)
     init_jobs(app, settings, analyzer)
+    stream.init_app(app, settings, analyzer)
+    console.init_app(app)
     # Order matters: request id and key id first, then the rate limits (which also slow down
     # clients guessing keys), then authentication.
     app.before_request(_before)

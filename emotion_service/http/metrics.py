@@ -60,6 +60,9 @@ BATCH_SEGMENTS = Histogram(
     buckets=(1, 2, 3, 5, 10, 20, 50, 100),
 )
 CACHE_HITS = Counter("emotion_cache_hits", "Analyses answered from the result cache.")
+STREAMS = Counter("emotion_streams", "/stream WebSockets ended, by outcome (ok, or the error code).", ["outcome"])
+STREAMS_OPEN = Gauge("emotion_streams_open", "/stream WebSockets open now.", multiprocess_mode="livesum")
+STREAM_SEGMENTS = Counter("emotion_stream_segments", "Segments analysed and sent on /stream WebSockets.")
 CACHE_ERRORS = Counter("emotion_cache_errors", "Result-cache lookups or stores that failed (Redis unreachable).")
 
 
@@ -87,6 +90,24 @@ def record_cache_error() -> None:
 def record_batch(segments: int) -> None:
     """Note the size of one /batch_analyze request."""
     BATCH_SEGMENTS.observe(segments)
+
+
+def record_stream_start() -> None:
+    """Count one /stream WebSocket opened (and holding a slot)."""
+    STREAMS_OPEN.inc()
+
+
+def record_stream_end(outcome: str) -> None:
+    """Count one /stream WebSocket ended: ``ok`` or its error code (TOO_MANY_STREAMS never opened)."""
+    STREAMS.labels(outcome).inc()
+    if outcome != "TOO_MANY_STREAMS":
+        STREAMS_OPEN.dec()
+
+
+def record_stream_segment(result: AnalysisResult) -> None:
+    """Count one segment sent on a stream, and its analysis like any other."""
+    STREAM_SEGMENTS.inc()
+    record_analysis(result)
 
 
 def record_models(loaded: Iterable[str], failed: Iterable[str]) -> None:

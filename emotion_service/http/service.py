@@ -7,6 +7,8 @@ from flask import Blueprint, Response, current_app
 from .. import __version__
 from ..analysis.analyzer import SpeechEmotionAnalyzer
 from . import metrics
+from .console import page as console_page
+from .console import wants_html
 from .requests import envelope, request_lang
 
 MESSAGES = {
@@ -25,6 +27,8 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 
 @bp.get("/")
 def index():
+    if wants_html():
+        return console_page()  # browsers get the web console; API clients the JSON below
     return envelope(
         True,
         "Speech emotion analysis API",
@@ -38,6 +42,7 @@ def index():
                 "POST /jobs",
                 "GET /jobs/<job_id>",
                 "DELETE /jobs/<job_id>",
+                "GET /stream (WebSocket)",
             ],
             "docs": "See README.md: send multipart field 'audio' or JSON {'audio_data': base64}.",
         },
