@@ -82,11 +82,17 @@ class Case:
 def crafted(seconds: float) -> list[Case]:
     """The expensive uploads, each holding ``seconds`` of audio (the limit, for the worst case)."""
     s = seconds
+
+    def fit(bytes_per_second: float) -> float:
+        # Uncompressed WAV costs most at the largest upload accepted (MAX_UPLOAD_MB, 25 MB).
+        return min(s, int(24e6 / bytes_per_second))
+
     return [
-        Case("wav 16-bit 192 kHz mono", "wav", s, lambda s: soundfile_bytes(192_000, 1, s, "WAV", "PCM_16", 0.25)),
-        Case("wav 8-bit 48 kHz 32 channels", "wav", s, lambda s: soundfile_bytes(48_000, 32, s, "WAV", "PCM_U8", 0.25)),
+        Case("wav 16-bit 192 kHz mono", "wav", fit(384e3), lambda s: soundfile_bytes(192_000, 1, s, "WAV", "PCM_16", 0.25)),
+        Case("wav 8-bit 48 kHz 32 channels", "wav", fit(1536e3), lambda s: soundfile_bytes(48_000, 32, s, "WAV", "PCM_U8", 0.25)),
         Case(
-            "wav IMA ADPCM 192 kHz stereo", "wav", s, lambda s: soundfile_bytes(192_000, 2, s, "WAV", "IMA_ADPCM", 0.25)
+            "wav IMA ADPCM 192 kHz stereo", "wav", fit(193e3),
+            lambda s: soundfile_bytes(192_000, 2, s, "WAV", "IMA_ADPCM", 0.25),
         ),
         Case("wav GSM 6.10 8 kHz", "wav", s, lambda s: soundfile_bytes(8_000, 1, s, "WAV", "GSM610", 0.25)),
         Case("flac constant 16 kHz mono", "flac", s, lambda s: soundfile_bytes(16_000, 1, s, "FLAC", "PCM_16", 0.25)),
