@@ -1,6 +1,6 @@
 """A hostile-input run of 10,000+ cases, outside the CI test run (its CI subset: tests/test_hostile_run.py).
 
-    python bench/hostile_run.py                 # ~10,700 cases
+    python bench/hostile_run.py                 # 10,254 cases (about 45 s on 2 cores)
     python bench/hostile_run.py --scale 0.1     # a tenth of each part
 
 Three parts, every case bounded in time:
