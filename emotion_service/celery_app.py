@@ -105,7 +105,12 @@ def _run_job(self: Task, job_id: str) -> None:
         if worker.notify is not None:
             worker.notify(job)
         return
-    final = run_claimed(worker.store, job, owner, worker.task, max_attempts=max_attempts, notify=worker.notify)
+    try:
+        final = run_claimed(worker.store, job, owner, worker.task, max_attempts=max_attempts, notify=worker.notify)
+    except RedisError as exc:
+        # Neither the result nor the failure could be saved (Redis refusing writes): run the task
+        # again later; its claim takes the job over, or fails it after JOB_MAX_ATTEMPTS runs.
+        raise self.retry(exc=exc, countdown=5) from None
     if final is not None and final.status is JobStatus.QUEUED:
         raise self.retry(countdown=min(2**final.attempts, 60))
 

@@ -264,6 +264,7 @@ class Settings:
     batch_max: int = 8
     batch_wait_ms: float = 5.0
     max_queue: int = 64
+    max_decodes: int = 2
     quantize: str = "none"
     torch_threads: int = 0  # 0: batching.plan_threads chooses
     log_max_mb: float = 10.0
@@ -411,6 +412,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_MAX", "batch_max", _positive_int, "Most clips of concurrent requests run through a model together (1: no batching)."),
     Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
     Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
+    Setting(
+        "MAX_DECODES", "max_decodes", _positive_int,
+        "Uploads decoded at once per server process; a request that finds them all busy for 0.5 s gets 503 with Retry-After.",
+    ),
     Setting("QUANTIZE", "quantize", _choice("none", "int8"), "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
     Setting(
         "TORCH_THREADS", "torch_threads", _non_negative_int,

@@ -99,12 +99,18 @@ def bombs() -> dict[str, tuple[bytes, set[str]]]:
     m4a = pyav_encode(tone(2.0, 44_100), 44_100, "mp4", "aac")
     mp3 = encode(voice_like(2.0), format="MP3")
     return {
-        "flac 655 kHz, 2x the limit, length in header": (flac(655_350, 1, 60), {"AUDIO_TOO_LONG"}),
-        "flac 655 kHz, 2x the limit, length unknown": (flac(655_350, 1, 60, known_length=False), {"AUDIO_TOO_LONG"}),
-        "flac 655 kHz, just under the limit, length unknown": (flac(655_350, 1, 28, known_length=False), {"ok"}),
+        "flac 655 kHz, length in header": (flac(655_350, 1, 20), {"UNSUPPORTED_SAMPLE_RATE"}),
+        "flac 192 kHz, 2x the limit, length in header": (flac(192_000, 1, 60), {"AUDIO_TOO_LONG"}),
+        "flac 192 kHz, 2x the limit, length unknown": (flac(192_000, 1, 60, known_length=False), {"AUDIO_TOO_LONG"}),
+        "flac 192 kHz, just under the limit, length unknown": (flac(192_000, 1, 28, known_length=False), {"ok"}),
+        # 8 x 192 kHz is more samples per second than the size of these files can pay for.
+        "flac 8 channels 192 kHz, under the limit, length in header": (
+            flac(192_000, 8, 20),
+            {"UNSUPPORTED_SAMPLE_RATE"},
+        ),
         "flac 8 channels 192 kHz, 2x the limit, length unknown": (
             flac(192_000, 8, 60, known_length=False),
-            {"AUDIO_TOO_LONG"},
+            {"UNSUPPORTED_SAMPLE_RATE"},
         ),
         "wav claiming 37 hours in its header": (wav_header(data_bytes=0xFFFFFFF0, payload=speech), {"ok"}),
         "wav claiming 65535 channels": (
@@ -177,7 +183,7 @@ def test_decompression_bombs_are_answered_quickly_with_bounded_memory(tmp_path):
         assert result["outcome"] in expected, (name, result)
         assert result["elapsed"] < 10, (name, result)
         assert result["growth_mb"] < BOUND_MB, (name, result)
-        if name == "flac 655 kHz, 2x the limit, length in header":
+        if "length in header" in name and result["outcome"] != "ok":
             assert result["elapsed"] < 0.5, result  # refused from its header, without decoding
         if name == "wav claiming 37 hours in its header":
             assert result["seconds"] == pytest.approx(1.0), result
@@ -242,7 +248,7 @@ ABUSE = [
     ("application/xml", "/batch_analyze", b"<audio/>", "application/xml", 415, "UNSUPPORTED_MEDIA_TYPE"),
     ("JSON that is not UTF-8", "/analyze", b'{"audio_data": "\xff\xfe"}', "application/json", 400, "INVALID_JSON"),
     ("JSON that is a list", "/batch_analyze", b"[1, 2]", "application/json", 400, "INVALID_JSON"),
-    ("a FLAC bomb twice MAX_AUDIO_SECONDS", "/analyze", flac(655_350, 1, 60), "audio/flac", 400, "AUDIO_TOO_LONG"),
+    ("a FLAC bomb twice MAX_AUDIO_SECONDS", "/analyze", flac(192_000, 1, 60), "audio/flac", 400, "AUDIO_TOO_LONG"),
 ]  # fmt: skip
 
 

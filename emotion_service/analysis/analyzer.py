@@ -7,18 +7,21 @@ calls it unless ``load=False``), never at import.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
 from ..audio.decode import AudioLimits, DecodedAudio, decode_audio, load_audio
+from ..audio.decode_gate import DecodeGate
 from ..audio.prosody import DeliveryMetrics, Pause, measure
 from ..config import SAMPLING_RATE, ModelsConfig, Settings, load_models_config
 from ..errors import ModelUnavailable, ServiceError
@@ -99,6 +102,7 @@ class SpeechEmotionAnalyzer:
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
         emotion_inference: bool = True,
+        decode_gate: DecodeGate | None = None,
         load: bool = True,
     ) -> None:
         self.preset = preset
@@ -111,6 +115,7 @@ class SpeechEmotionAnalyzer:
         self.cache = cache
         self.batching = batching
         self.emotion_inference = emotion_inference
+        self.decode_gate = decode_gate
         self._batchers: dict[str, MicroBatcher] = {}
         self._report: LoadReport | None = None
         self._lock = threading.Lock()
@@ -156,6 +161,7 @@ class SpeechEmotionAnalyzer:
             if batching and settings.batch_max > 1
             else None,
             emotion_inference=settings.emotion_inference,
+            decode_gate=DecodeGate(settings.max_decodes),
             load=load,
         )
 
@@ -168,6 +174,7 @@ class SpeechEmotionAnalyzer:
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
+        decode_gate: DecodeGate | None = None,
     ) -> SpeechEmotionAnalyzer:
         """Build an analyzer around models that are already loaded (tests, custom backends)."""
         analyzer = cls.__new__(cls)
@@ -180,6 +187,7 @@ class SpeechEmotionAnalyzer:
         analyzer.cache = cache
         analyzer.batching = batching
         analyzer.emotion_inference = True
+        analyzer.decode_gate = decode_gate
         analyzer._batchers = {name: MicroBatcher(model, batching) for name, model in models.items()} if batching else {}
         analyzer._lock = threading.Lock()
         analyzer._loading = False
@@ -245,6 +253,10 @@ class SpeechEmotionAnalyzer:
 
     # -- analysis ------------------------------------------------------------------------------
 
+    def _decoding(self) -> AbstractContextManager[None]:
+        """A slot of the decode gate (``MAX_DECODES``), or nothing when there is no gate."""
+        return self.decode_gate.slot() if self.decode_gate is not None else contextlib.nullcontext()
+
     def decode(self, audio: AudioInput, sampling_rate: int | None = None) -> DecodedAudio:
         """Decode and validate one input: encoded bytes, a file path, or an array."""
         if isinstance(audio, bytes | bytearray | memoryview):
@@ -265,7 +277,8 @@ class SpeechEmotionAnalyzer:
         """
         started = time.perf_counter()
         report = self._require_models()
-        decoded = self.decode(audio, sampling_rate)
+        with self._decoding():
+            decoded = self.decode(audio, sampling_rate)
         return self._analyze_decoded([decoded], report, lang=lang, same_speaker=False, started=started)[0]
 
     def analyze_session(
@@ -280,11 +293,12 @@ class SpeechEmotionAnalyzer:
         report = self._require_models()
         outcomes: dict[int, SegmentOutcome] = {}
         decoded: list[tuple[int, DecodedAudio]] = []
-        for index, segment in enumerate(segments):
-            try:
-                decoded.append((index, self.decode(segment, sampling_rate)))
-            except ServiceError as exc:
-                outcomes[index] = SegmentOutcome(index=index, error=exc)
+        with self._decoding():  # one slot for the session: its segments decode one after another
+            for index, segment in enumerate(segments):
+                try:
+                    decoded.append((index, self.decode(segment, sampling_rate)))
+                except ServiceError as exc:
+                    outcomes[index] = SegmentOutcome(index=index, error=exc)
         results = (
             self._analyze_decoded([d for _, d in decoded], report, lang=lang, same_speaker=True, started=started)
             if decoded

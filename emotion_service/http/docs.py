@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Response, jsonify, send_from_directory
 
 from .schemas import openapi_document
 
 bp = Blueprint("docs", __name__)
+
+
+def extra_paths() -> dict[str, Any]:
+    """The OpenAPI paths the blueprints describe themselves (jobs, the WebSocket stream)."""
+    from . import jobs, stream
+
+    return {**jobs.OPENAPI_PATHS, **stream.OPENAPI_PATHS}
+
 
 DOCS_ENDPOINTS = ("openapi", "docs", "docs_asset")
 _DOCS_PAGE = """<!doctype html>
@@ -22,7 +31,7 @@ _DOCS_PAGE = """<!doctype html>
 @bp.get("/openapi.json", endpoint="openapi")
 def openapi():
     """The OpenAPI description, built from the same models that validate requests."""
-    return jsonify(openapi_document(current_app.extensions.get("openapi_paths")))
+    return jsonify(openapi_document(extra_paths()))
 
 
 @bp.get("/docs", endpoint="docs")

@@ -92,7 +92,6 @@ def init_app(app: Flask, settings: Settings, analyzer: SpeechEmotionAnalyzer, *,
     """
     jobs = Jobs(settings, default_task(analyzer, SegmentOptions(vad=settings.vad)))
     app.extensions[EXTENSION] = jobs
-    app.extensions.setdefault("openapi_paths", {}).update(OPENAPI_PATHS)
     app.register_blueprint(bp)
     if start is None:
         start = settings.job_backend == "local" and (job_directory(settings) / STORE_FILE).exists()

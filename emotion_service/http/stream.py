@@ -81,7 +81,6 @@ def init_app(app: Flask, settings: Settings, analyzer: SpeechEmotionAnalyzer) ->
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": 2 * streams.limits.max_frame_bytes + 65_536, "ping_interval": 20}
     )
-    app.extensions.setdefault("openapi_paths", {}).update(OPENAPI_PATHS)
     app.register_blueprint(bp)
     return streams
 

@@ -111,6 +111,27 @@ def _disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
 
 
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a job store raises when it cannot write: SQLite and the filesystem, or Redis."""
+    from redis.exceptions import RedisError
+
+    return (sqlite3.Error, OSError, RedisError)
+
+
+def result_not_saved_message(exc: BaseException) -> str:
+    """Why a finished job's result could not be saved, and what to do about it."""
+    text = str(exc)
+    full = _disk_full(exc) or "OOM" in text or "maxmemory" in text or "MISCONF" in text
+    cause = (
+        "the job store is full (disk or Redis memory)" if full else f"the job store refused it ({type(exc).__name__})"
+    )
+    return (
+        f"The analysis finished but its result could not be saved: {cause}. It runs again while attempts "
+        "remain (JOB_MAX_ATTEMPTS); otherwise submit the job again later. Operators: free space in JOB_DIR "
+        "or memory in Redis."
+    )
+
+
 class JobAbandoned(Exception):
     """Raised inside a task's progress callback when its job was deleted or taken over: stop working."""
 
@@ -239,7 +260,15 @@ def run_claimed(
             final = store.fail(job.id, owner, f"The analysis failed ({type(exc).__name__}: {exc}).",
                                "JOB_ERROR", retry=True, max_attempts=max_attempts)  # fmt: skip
         else:
-            final = store.finish(job.id, owner, result)
+            try:
+                final = store.finish(job.id, owner, result)
+            except store_errors() as exc:
+                # A full disk, or Redis refusing writes: record that instead of the result, which
+                # is smaller (or frees the recording), so the job is retried or failed, not left
+                # 'running'. If even that cannot be written the caller gets the error and retries.
+                logger.warning("job %s: its result could not be saved (%s)", job.id, exc)
+                final = store.fail(job.id, owner, result_not_saved_message(exc), "RESULT_NOT_SAVED",
+                                   retry=True, max_attempts=max_attempts)  # fmt: skip
         finally:
             del audio
     if final is not None and final.status.terminal:
@@ -623,9 +652,27 @@ class LocalJobRunner:
                 continue
             try:
                 run_claimed(self.store, job, self.owner, self.task, max_attempts=self.max_attempts, notify=self.notify)
-            except sqlite3.Error:
-                # The job stays 'running' under this owner; the next start of the service queues it again.
+            except (sqlite3.Error, OSError) as exc:
                 logger.exception("job %s: its outcome could not be saved", job.id)
+                self._settle(job, exc)
+
+    def _settle(self, job: Job, exc: BaseException) -> None:
+        """Record a job whose outcome could not be saved as to be retried, once the store takes writes.
+
+        Tried every ``poll`` seconds (doubling up to 30 s) until it succeeds or the runner stops;
+        a runner that stops leaves the job 'running' under its owner, queued again at the next start.
+        """
+        delay = self.poll
+        while not self._stop.wait(delay):
+            try:
+                final = self.store.fail(job.id, self.owner, result_not_saved_message(exc), "RESULT_NOT_SAVED",
+                                        retry=True, max_attempts=self.max_attempts)  # fmt: skip
+            except (sqlite3.Error, OSError):
+                delay = min(delay * 2, 30.0)
+                continue
+            if final is not None and final.status.terminal and self.notify is not None:
+                self.notify(final)
+            return
 
     def submit(self, audio: bytes, options: dict[str, Any], webhook_url: str | None = None) -> Job:
         job = new_job(options, webhook_url)
