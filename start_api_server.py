@@ -5,7 +5,7 @@ whose request threads share one copy of the models), loads the models before acc
 and prints the URL and whether API keys are required. Every flag is also an environment variable
 (``--port`` = ``PORT``); flags win.
 
-    python start_api_server.py                      # bundled offline model, http://127.0.0.1:5000
+    python start_api_server.py                      # offline default preset (Whisper encoder + head), http://127.0.0.1:5000
     python start_api_server.py --model-preset full --models-dir models
 """
 

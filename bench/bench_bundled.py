@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from emotion_service.models.bundled import BundledModel  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 SECONDS = 5.0
 RATE = 16_000
 
@@ -177,7 +180,8 @@ def main() -> int:
         f"decode + features + inference: mean {result['mean_ms']} ms, p50 {result['p50_ms']} ms,"
         f" p95 {result['p95_ms']} ms -> {result['rtf_x']}x faster than real time"
     )
-    print(json.dumps(result))
+    print(describe(), flush=True)
+    print(json.dumps({**result, "cpu": cpu_info()}))
     return 0
 
 

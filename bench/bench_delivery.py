@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from emotion_service.audio.prosody import measure  # noqa: E402
 from emotion_service.audio.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 RATE = 16_000
 
 
@@ -65,12 +68,17 @@ def main() -> None:
         options = SegmentOptions(vad=vad)
         timings[f"segmentation_{vad}"] = best_seconds(lambda o=options: find_speech(signal, RATE, o), args.repeats)
 
+    print(describe())
     print(f"{seconds / 60:.1f} min of generated speech at 16 kHz, best of {args.repeats}")
     for name, elapsed in timings.items():
         print(f"  {name:<22} {elapsed:7.2f} s  -> {seconds / elapsed:7.0f}x faster than real time")
     print(
         json.dumps(
-            {"audio_seconds": seconds, **{f"{k}_x_real_time": round(seconds / v, 1) for k, v in timings.items()}}
+            {
+                "cpu": cpu_info(),
+                "audio_seconds": seconds,
+                **{f"{k}_x_real_time": round(seconds / v, 1) for k, v in timings.items()},
+            }
         )
     )
 

@@ -64,7 +64,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bundled import corpus_clips, synthetic_clips  # noqa: E402
+from cpuinfo import cpu_info, describe  # noqa: E402
 
 RATE = 16_000
 CLIP_SECONDS = 5.0
@@ -845,7 +847,8 @@ def parent(args: argparse.Namespace) -> int:
         "targets_apply": not args.quick,
         "runs": runs,
     }
-    print(json.dumps(summary))
+    print(describe(), flush=True)
+    print(json.dumps({**summary, "cpu": cpu_info()}))
     return 0
 
 

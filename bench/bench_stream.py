@@ -42,6 +42,9 @@ import requests
 import soundfile as sf
 import websocket
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16_000
 FRAME = 1600  # 100 ms
@@ -210,7 +213,8 @@ def main() -> None:
             )
     held = [row["streams"] for row in report["levels"] if row["holds"]]
     report["max_streams_holding"] = max(held) if held else 0
-    print(json.dumps(report))
+    print(describe(), flush=True)
+    print(json.dumps({**report, "cpu": cpu_info()}))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 from emotion_service.audio.segmentation import VADS, SegmentOptions, find_speech  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 RATE = 16_000
 HOP = 160  # 10 ms reference frames
 HELD_OUT = ("ravdess_21", "ravdess_22", "ravdess_23", "ravdess_24")
@@ -366,11 +369,13 @@ def main() -> int:
         [mix(s, "pink@10", np.random.default_rng([args.seed, i, 99])) for i, s in enumerate(sessions)]
     )
     speeds = speed(long)
+    print(describe())
     print(f"speed on {len(long) / RATE:.0f} s (x real time): {json.dumps(speeds)}")
     print(
         json.dumps(
             {
                 "bench": "vad",
+                "cpu": cpu_info(),
                 "quick": args.quick,
                 "sessions": len(sessions),
                 "clips_per_session": clips_n,

@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT))
 from emotion_service.audio.decode import AudioLimits  # noqa: E402
 from tests.expensive_audio import crafted, decode_cost, ordinary  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 FORMATS = ("wav", "flac", "mp3", "m4a", "ogg", "webm")
 
 
@@ -53,7 +56,8 @@ def main() -> int:
     worst_cpu = max(rows, key=lambda row: row["cpu_s"])
     # The bound held by tests/test_decode_cost.py: 2 s per MB, or else 3x the reference.
     held = all(row["cpu_s_per_mb"] <= 2.0 or row["times_reference"] <= 3.0 for row in rows)
-    print(json.dumps({"seconds": args.seconds, "cases": len(rows), "worst_cpu_s_per_mb": worst_mb,
+    print(describe(), flush=True)
+    print(json.dumps({"cpu": cpu_info(), "seconds": args.seconds, "cases": len(rows), "worst_cpu_s_per_mb": worst_mb,
                       "worst_times_reference": worst_ratio, "worst_cpu_s": worst_cpu,
                       "reference_ms_per_s": {k: round(v * 1e3, 3) for k, v in reference.items()},
                       "bound_held": held}))  # fmt: skip

@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -422,7 +425,8 @@ def main() -> int:
         part["slowest"] = {"seconds": round(part["slowest"][0], 3), "case": part["slowest"][1]}
     print(f"total {total} cases in {time.monotonic() - started:.0f} s; slowest {slowest[0]:.2f} s ({slowest[1]}); "
           f"peak RSS {peak_mb:.0f} MB; {len(problems)} problems (5xx, crashes, hangs, non-conforming)")  # fmt: skip
-    print(json.dumps({"total_cases": total, "wall_s": round(time.monotonic() - started, 1),
+    print(describe(), flush=True)
+    print(json.dumps({"cpu": cpu_info(), "total_cases": total, "wall_s": round(time.monotonic() - started, 1),
                       "slowest": {"seconds": round(slowest[0], 3), "case": slowest[1]},
                       "peak_rss_mb": round(peak_mb, 1), "problems": problems, "parts": parts}))  # fmt: skip
     return 1 if problems else 0

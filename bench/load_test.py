@@ -32,6 +32,9 @@ import numpy as np
 import requests
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpuinfo import cpu_info, describe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,9 +52,9 @@ def clip(seconds: float, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its children (Linux /proc)."""
-    total = 0
+def rss_bytes(pid: int, largest: bool = False) -> int:
+    """Resident memory of a process and its children (Linux /proc); ``largest``: of the largest one."""
+    total = most = 0
     pids = [pid]
     with contextlib.suppress(OSError):
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -60,8 +63,9 @@ def rss_bytes(pid: int) -> int:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
+                    value = int(line.split()[1]) * 1024
+                    total, most = total + value, max(most, value)
+    return most if largest else total
 
 
 @contextlib.contextmanager
@@ -176,11 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             before = rss_bytes(process.pid)
             report = run(url, args.clients, args.requests, args.seconds, headers)
             after = rss_bytes(process.pid)
+            largest = rss_bytes(process.pid, largest=True)
         report.update(rss_before_mb=round(before / 2**20, 1), rss_after_mb=round(after / 2**20, 1),
-                      rss_growth_mb=round((after - before) / 2**20, 1))  # fmt: skip
+                      rss_growth_mb=round((after - before) / 2**20, 1),
+                      rss_largest_process_mb=round(largest / 2**20, 1))  # fmt: skip
     for key, value in report.items():
         print(f"{key:>26}: {value}", file=sys.stderr)
-    print(json.dumps(report))
+    print(describe(), flush=True)
+    print(json.dumps({**report, "cpu": cpu_info()}))
     return 0 if report["errors"] == 0 else 1
 
 

@@ -30,6 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpuinfo import cpu_info, describe  # noqa: E402
 from load_test import clip, rss_bytes, server  # noqa: E402
 
 SAMPLE_SECONDS = 5.0
@@ -208,7 +209,8 @@ def main() -> int:
         threads={"start": samples[0][1]["threads"], "after_warmup": threads[0], "end": threads[1]},
         p99_ms_first_and_second_half=p99_halves, windows=windows, checks=checks, passed=all(checks.values()),
     )  # fmt: skip
-    print(json.dumps(report))
+    print(describe(), flush=True)
+    print(json.dumps({**report, "cpu": cpu_info()}))
     return 0 if report["passed"] else 1
 
 

@@ -39,8 +39,10 @@ class ModelSpec:
     Attributes:
         name: Registry key, e.g. ``"hubert_large"``.
         display_name: Shown in results, e.g. ``"HuBERT-Large"``.
-        backend: ``"transformers"`` (a Hugging Face audio-classification model) or ``"bundled"``.
-        source: Hub id (``"superb/hubert-large-superb-er"``) or a local directory/file.
+        backend: ``"transformers"`` (a Hugging Face audio-classification model), ``"encoder"`` (the
+            shipped Whisper encoder under a trained head) or ``"bundled"`` (the small CNN).
+        source: Hub id (``"superb/hubert-large-superb-er"``) or a local directory/file; for
+            ``encoder``, the head's folder (relative names are under the shipped resources).
         revision: Hub revision (commit) to pin; None for the default branch.
         licence: Licence of the weights, shown in /health and the README.
         commercial_use: False for non-commercial weights (CC BY-NC...).
@@ -50,6 +52,9 @@ class ModelSpec:
         labels: Class names in index order, overriding ``config.id2label`` when a model only
             has generic names (``LABEL_0``...).
         window_seconds: Longer audio is analysed in windows of this length (None: whole clip).
+        encoder: For ``encoder`` models, the encoder's folder (``config.json``,
+            ``model.safetensors``); default the shipped Whisper-base encoder.
+        quantize: ``int8`` or ``none``: how this model runs on CPU under ``QUANTIZE=auto``.
     """
 
     name: str
@@ -63,6 +68,8 @@ class ModelSpec:
     feature_extractor: str | None = None
     labels: tuple[str, ...] | None = None
     window_seconds: float | None = None
+    encoder: str | None = None
+    quantize: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,11 +268,14 @@ class Settings:
     vad: str = "silero"  # segmentation.SegmentOptions.vad has the same default
     cache_size: int = 1024
     cache_ttl: int = 86_400
+    baseline_ttl_hours: float = 24.0
+    model_input: str = "all"
+    baseline_secret: str | None = field(default=None, repr=False)
     batch_max: int = 8
     batch_wait_ms: float = 5.0
     max_queue: int = 64
     max_decodes: int = 2
-    quantize: str = "none"
+    quantize: str = "auto"
     torch_threads: int = 0  # 0: batching.plan_threads chooses
     log_max_mb: float = 10.0
     log_backups: int = 5
@@ -354,7 +364,7 @@ class Settings:
 SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "host", str, "Address to listen on (0.0.0.0 exposes the service)."),
     Setting("PORT", "port", _port, "Port to listen on."),
-    Setting("MODEL_PRESET", "model_preset", str, "Preset of the models config to load: default (bundled model, offline) or full (ExHuBERT + HuBERT-Large + Wav2Vec2-XLSR)."),
+    Setting("MODEL_PRESET", "model_preset", str, "Preset of the models config to load: default (Whisper encoder + head, offline, non-commercial), commercial (the same on CREMA-D only, commercial use allowed), fast (the small CNN), or full (ExHuBERT + HuBERT-Large + Wav2Vec2-XLSR, downloaded)."),
     Setting("MODELS_DIR", "models_dir", _optional_path, "Directory of pre-downloaded models (python -m emotion_service.download) and the hub cache."),
     Setting("MODELS_CONFIG", "models_config", _optional_path, "Path of a models.toml of your own (presets, weights, extra models)."),
     Setting("DEVICE", "device", _device, "auto (CUDA when available), cpu, cuda or cuda:N."),
@@ -409,6 +419,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Results of identical audio kept (in-memory LRU entries; 0 disables; with REDIS_URL the cache is in Redis).",
     ),
     Setting("CACHE_TTL", "cache_ttl", _positive_int, "Seconds a result stays in the Redis cache."),
+    Setting(
+        "BASELINE_TTL_HOURS", "baseline_ttl_hours", _non_negative_float,
+        "Hours a candidate's baseline (running feature statistics, never audio) is kept after their last clip; 0: no candidate baselines.",
+    ),
+    Setting(
+        "BASELINE_SECRET", "baseline_secret", _webhook_secret,
+        "Key of the HMAC that names candidates in the baseline store (16+ characters); unset: random per process, or kept in Redis with REDIS_URL.",
+        secret=True,
+    ),
     Setting("BATCH_MAX", "batch_max", _positive_int, "Most clips of concurrent requests run through a model together (1: no batching)."),
     Setting("BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float, "Longest wait for more clips to batch, in ms."),
     Setting("MAX_QUEUE", "max_queue", _positive_int, "Clips waiting per model beyond which requests get 503 with Retry-After."),
@@ -416,7 +435,11 @@ SETTINGS: tuple[Setting, ...] = (
         "MAX_DECODES", "max_decodes", _positive_int,
         "Uploads decoded at once per server process; a request that finds them all busy for 0.5 s gets 503 with Retry-After.",
     ),
-    Setting("QUANTIZE", "quantize", _choice("none", "int8"), "none or int8: int8 matrix multiplies for the hub models on CPU (faster, see README)."),
+    Setting(
+        "MODEL_INPUT", "model_input", _choice("all", "speech"),
+        "all, or speech: the models hear only the speech of a clip (leading, trailing and long inner silences cut by the energy VAD); delivery metrics always see the whole clip.",
+    ),
+    Setting("QUANTIZE", "quantize", _choice("auto", "none", "int8"), "auto (each model as models.toml says: the encoder presets int8 on CPU, hub models fp32), none (fp32 everywhere) or int8 (int8 matrix multiplies on CPU for every model that has them; see README)."),
     Setting(
         "TORCH_THREADS", "torch_threads", _non_negative_int,
         "torch threads per model call (0: automatic: hub models all the process's cores for a call alone, one each for calls side by side; 1 for the bundled model).",

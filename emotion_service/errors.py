@@ -65,5 +65,12 @@ class Overloaded(ServiceError):
         self.retry_after = retry_after
 
 
+class BaselineUnavailable(ServiceError):
+    """The store of candidate baselines (Redis) cannot be reached."""
+
+    status = 503
+    error_code = "BASELINES_UNAVAILABLE"
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message names the variable and the values it accepts."""

@@ -18,7 +18,6 @@ Everything is seeded: the same command on the same machine gives the same model 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
@@ -36,19 +35,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
-from scipy import signal as scipy_signal
 from torch import nn
 
 from .audio.features import MelConfig, Normaliser, clip_features, mfcc_statistics, normalise
-from .config import SAMPLING_RATE
-from .labels import CANONICAL_LABELS, canonical_label
+from .labels import CANONICAL_LABELS
 from .models.bundled import MODEL_FILE, BundledModel, EmotionCNN, make_checkpoint, pad_frames
+from .training import encoder as encoder_training
+from .training.common import (  # noqa: F401  (re-exported: the trainers' shared vocabulary)
+    AUGMENT_VERSION,
+    Clip,
+    augment,
+    cache_dir,
+    fit_temperature,
+    metrics,
+    read_audio,
+    read_manifest,
+    select_speakers,
+    softmax,
+    split_validation,
+)
 
 logger = logging.getLogger("emotion_service.train")
 
+SHIPPED_ENCODER = Path(__file__).resolve().parent / "resources" / "whisper-base-encoder"
 DEFAULT_LICENCE = "CC BY-NC-SA 4.0 (trained on RAVDESS; retrain on your own data for commercial use)"
 
 
@@ -56,132 +66,8 @@ DEFAULT_LICENCE = "CC BY-NC-SA 4.0 (trained on RAVDESS; retrain on your own data
 # Data
 
 
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    speaker: str
-    label: str
-
-
-def read_manifest(manifest: str | os.PathLike[str]) -> list[Clip]:
-    """Clips of a manifest CSV with canonical labels; rows with unknown emotions are skipped.
-
-    Raises:
-        ValueError: The manifest lacks a column or has no usable row.
-    """
-    manifest = Path(manifest)
-    root = manifest.resolve().parent
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "speaker", "emotion"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(
-                f"{manifest} lacks the column(s) {', '.join(sorted(missing))}; it needs path,speaker,emotion"
-            )
-        clips, skipped = [], 0
-        for row in reader:
-            label = canonical_label(row["emotion"])
-            if label is None:
-                skipped += 1
-                continue
-            clips.append(Clip(root / row["path"], row["speaker"].strip(), label))
-    if skipped:
-        logger.warning("%d rows of %s have emotions outside the canonical set and were skipped", skipped, manifest)
-    if not clips:
-        raise ValueError(f"{manifest} has no row with a known emotion ({', '.join(CANONICAL_LABELS)})")
-    return clips
-
-
-def read_audio(path: Path) -> np.ndarray:
-    """A file as 16 kHz mono float32."""
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != SAMPLING_RATE:
-        audio = soxr.resample(audio, rate, SAMPLING_RATE).astype(np.float32)
-    return audio
-
-
-def select_speakers(clips: Sequence[Clip], spec: str) -> set[str]:
-    """Speakers named in a comma list; "21" also matches "ravdess_21" (trailing number).
-
-    Raises:
-        ValueError: A name matches no speaker of the manifest.
-    """
-    speakers = sorted({c.speaker for c in clips})
-    chosen: set[str] = set()
-    for token in (t.strip() for t in spec.split(",") if t.strip()):
-        matches = [s for s in speakers if s == token or (token.isdigit() and _trailing_number(s) == int(token))]
-        if not matches:
-            raise ValueError(f"speaker {token!r} is not in the manifest (speakers: {', '.join(speakers)})")
-        chosen.update(matches)
-    return chosen
-
-
-def _trailing_number(name: str) -> int | None:
-    digits = ""
-    for ch in reversed(name):
-        if not ch.isdigit():
-            break
-        digits = ch + digits
-    return int(digits) if digits else None
-
-
-# --------------------------------------------------------------------------------------------
-# Augmentation: the conditions of real interviews that an acted studio corpus lacks.
-
-
-def _coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.arange(spectrum.size) + 1.0
-    spectrum /= freqs ** rng.uniform(0.0, 1.0)  # white .. pink
-    noise = np.fft.irfft(spectrum, n)
-    return noise / (np.std(noise) + 1e-9)
-
-
-def _reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    rt60 = rng.uniform(0.1, 0.6)
-    length = int(rt60 * SAMPLING_RATE)
-    t = np.arange(length) / SAMPLING_RATE
-    impulse = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
-    impulse[0] = 1.0 / rng.uniform(0.3, 1.0)  # direct path, direct-to-reverberant ratio varies
-    wet = scipy_signal.fftconvolve(x, impulse)[: x.size]
-    return wet / (np.max(np.abs(wet)) + 1e-9) * np.max(np.abs(x))
-
-
-AUGMENT_VERSION = 2  # bump when augment() changes, so cached features are recomputed
-
-
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A randomly degraded copy of a 16 kHz clip: speed, room, microphone, band, noise, gain."""
-    y = x.astype(np.float64)
-    if rng.random() < 0.5:  # speed (tempo and pitch together), as in Kaldi speed perturbation
-        factor = rng.uniform(0.9, 1.1)
-        y = soxr.resample(y, SAMPLING_RATE * factor, SAMPLING_RATE)
-    if rng.random() < 0.3:
-        y = _reverb(y, rng)
-    if rng.random() < 0.3:  # microphone colouring: a gentle high- or low-pass
-        highpass = rng.random() < 0.5
-        cutoff = rng.uniform(100, 300) if highpass else rng.uniform(3500, 7500)
-        sos = scipy_signal.butter(
-            1, cutoff, btype="highpass" if highpass else "lowpass", fs=SAMPLING_RATE, output="sos"
-        )
-        y = scipy_signal.sosfilt(sos, y)
-    if rng.random() < 0.1:  # telephone / narrow-band codec
-        y = soxr.resample(soxr.resample(y, SAMPLING_RATE, 8000), 8000, SAMPLING_RATE)
-    if rng.random() < 0.4:
-        snr_db = rng.uniform(10.0, 35.0)
-        power = np.mean(y**2) + 1e-12
-        y = y + _coloured_noise(y.size, rng) * np.sqrt(power / 10 ** (snr_db / 10))
-    y *= 10 ** (rng.uniform(-12, 6) / 20)
-    return np.clip(y, -1.0, 1.0).astype(np.float32)
-
-
 # --------------------------------------------------------------------------------------------
 # Features (cached outside the repository)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("EMOTION_SERVICE_CACHE", Path.home() / ".cache" / "emotion_service"))
 
 
 def _clip_versions(clip: Clip, mel: MelConfig, n_augment: int, seed: int) -> list[np.ndarray]:
@@ -200,7 +86,7 @@ def extract(
             [[str(c.path), os.path.getmtime(c.path)] for c in clips] + [repr(mel), n_augment, seed, AUGMENT_VERSION]
         ).encode()
     ).hexdigest()[:16]
-    file = _cache_dir() / f"features-{key}.pkl"
+    file = cache_dir() / f"features-{key}.pkl"
     if cache and file.is_file():
         with file.open("rb") as handle:
             return pickle.load(handle)  # our own cache file, written below
@@ -367,60 +253,8 @@ def network_logits(
         return np.stack([network(torch.from_numpy(pad_frames(f)).unsqueeze(0))[0].numpy() for f in normalised])
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood (Guo et al., 2017)."""
-    z = torch.from_numpy(logits).double()
-    target = torch.from_numpy(y)
-    candidates = np.exp(np.linspace(np.log(0.3), np.log(5.0), 300))
-    losses = [float(nn.functional.cross_entropy(z / t, target)) for t in candidates]
-    return float(candidates[int(np.argmin(losses))])
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-
-
-def metrics(probabilities: np.ndarray, y: np.ndarray, labels: Sequence[str], n_bins: int = 10) -> dict[str, Any]:
-    """UA (mean per-class recall over the classes present), WA, ECE, per-class recall, confusion."""
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.zeros((len(labels), len(labels)), dtype=int)
-    np.add.at(confusion, (y, predicted), 1)
-    present = confusion.sum(axis=1) > 0
-    recall = {labels[i]: float(confusion[i, i] / confusion[i].sum()) for i in range(len(labels)) if present[i]}
-    confidence = probabilities.max(axis=1)
-    correct = predicted == y
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = sum(
-        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
-        for b in range(n_bins)
-        if np.any(bins == b)
-    )
-    return {
-        "ua": float(np.mean(list(recall.values()))),
-        "wa": float(correct.mean()),
-        "ece": float(ece),
-        "nll": float(-np.mean(np.log(probabilities[np.arange(len(y)), y] + 1e-12))),
-        "per_class_recall": recall,
-        "confusion": confusion.tolist(),
-        "labels": list(labels),
-        "clips": int(len(y)),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # The fit command
-
-
-def _split_validation(speakers: Sequence[str], folds: int, seed: int) -> list[list[str]]:
-    rng = np.random.default_rng(seed)
-    shuffled = list(rng.permutation(sorted(speakers)))
-    return [sorted(str(s) for s in shuffled[k::folds]) for k in range(folds)]
 
 
 def baseline_ua(
@@ -484,7 +318,7 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     # 1. Calibration: a temperature fitted on speaker-independent inner validation folds of the
     #    training speakers; the test speakers are never used to choose anything.
     # Groups of about a fifth of the training speakers; the first --inner-folds of them validate.
-    groups = _split_validation(dev_speakers, min(5, len(dev_speakers)), config.seed)
+    groups = split_validation(dev_speakers, min(5, len(dev_speakers)), config.seed)
     inner_folds = groups[: max(1, min(args.inner_folds, len(groups) - 1))]
     val_logits, val_y, val_report = [], [], []
     for k, val_speakers in enumerate(inner_folds):
@@ -773,11 +607,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emotion_service.train", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fit_p = commands.add_parser("fit", help="train, calibrate and evaluate a model; write it with its card")
-    fit_p.add_argument("--manifest", required=True, help="CSV with path,speaker,emotion (paths relative to it)")
+    fit_p.add_argument(
+        "--kind",
+        choices=("cnn", "encoder"),
+        default="cnn",
+        help="cnn: the small bundled CNN (preset fast); encoder: a head on the shipped Whisper encoder",
+    )
+    fit_p.add_argument(
+        "--manifest",
+        required=True,
+        action="append",
+        help="CSV with path,speaker,emotion (paths relative to it); --kind encoder takes several, one per corpus",
+    )
     fit_p.add_argument("--out", required=True, help="folder for model.pt, metrics.json and MODEL_CARD.md")
     fit_p.add_argument("--test-speakers", default="", help="comma list held out for the report, e.g. 21,22,23,24")
     fit_p.add_argument("--folds", type=int, default=6, help="speaker-independent cross-validation folds (0: skip)")
-    fit_p.add_argument("--inner-folds", type=int, default=1, help="validation folds for the calibration temperature")
+    fit_p.add_argument(
+        "--inner-folds",
+        type=int,
+        default=None,
+        help="validation folds for the calibration temperature (cnn 1, encoder 4)",
+    )
     fit_p.add_argument("--seed", type=int, default=0)
     fit_p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     fit_p.add_argument("--augment", type=int, default=TrainConfig.n_augment, help="degraded copies per clip")
@@ -793,9 +643,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--commercial-use", action="store_true", help="the data allows commercial use")
     fit_p.add_argument("--no-cache", action="store_true", help="do not cache features in ~/.cache/emotion_service")
     fit_p.add_argument("--threads", type=int, default=2)
+    fit_p.add_argument("--encoder", default=str(SHIPPED_ENCODER), help="encoder folder (--kind encoder)")
+    fit_p.add_argument("--depth", type=int, default=6, help="encoder layers the head reads (--kind encoder)")
+    fit_p.add_argument("--hidden", type=int, default=256, help="hidden units of the head (--kind encoder)")
+    fit_p.add_argument("--attribution", default="", help="attribution the data's licence asks for (--kind encoder)")
+    fit_p.add_argument("--copy-encoder", action="store_true", help="copy the encoder beside the head (--kind encoder)")
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
-    ev.add_argument("--model", required=True, help="model.pt or its folder")
-    ev.add_argument("--manifest", required=True)
+    ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")
+    ev.add_argument("--manifest", required=True, action="append", help="one or more (encoder heads) manifests")
+    ev.add_argument("--encoder", default=str(SHIPPED_ENCODER), help="encoder folder of a head")
+    ev.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8 encoder (heads)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sessions drawn for the baseline modes (heads)")
+    ev.add_argument(
+        "--speech-only", action="store_true", help="cut silences with the energy VAD before the model (heads)"
+    )
     ev.add_argument("--speakers", default="", help="comma list of speakers to score (default: all)")
     ev.add_argument("--same-speaker", action="store_true", help="normalise over each speaker's clips")
     ev.add_argument("--threads", type=int, default=2)
@@ -808,6 +669,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.command == "fit" and args.inner_folds is None:
+        args.inner_folds = 4 if args.kind == "encoder" else 1
+    if args.command == "fit" and args.kind == "encoder":
+        report = encoder_training.fit(args)
+        print(
+            json.dumps(
+                {
+                    k: {c: {m: v[c][m] for m in ("ua", "ece", "clips")} for c in v}
+                    for k, v in report.get("test", {}).items()
+                }
+            )
+        )
+        return 0
+    if args.command == "evaluate" and (Path(args.model) / "head.pt").is_file():
+        print(json.dumps(encoder_training.evaluate(args)))
+        return 0
+    if len(args.manifest) != 1:
+        raise SystemExit("the CNN trains and evaluates on one manifest; pass one --manifest (or --kind encoder)")
+    args.manifest = args.manifest[0]
     if args.command == "fit":
         report = fit(args)
         summary = {k: report[k] for k in ("test_single_clip", "test_same_speaker") if k in report}

@@ -108,6 +108,12 @@ def analysis_json(result: AnalysisResult, lang: str) -> dict[str, Any]:
     }
     if result.delivery is not None:
         data["delivery"] = delivery_json(result.delivery)
+    if result.baseline is not None:
+        data["baseline"] = {
+            "mode": result.baseline.mode,
+            "clips": result.baseline.clips,
+            "source": result.baseline.source,
+        }
     return data
 
 

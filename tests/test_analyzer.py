@@ -76,3 +76,33 @@ def test_delivery_metrics_come_with_every_result(analyzer):
     assert result.delivery.pause_count == 1
     assert result.delivery.pauses[0].duration == pytest.approx(1.0, abs=0.15)
     assert result.delivery.pitch_median == pytest.approx(150, rel=0.1)
+
+
+def test_models_hear_only_speech_when_model_input_is_speech():
+    """MODEL_INPUT=speech: leading, trailing and long inner silences never reach the models."""
+    from emotion_service.models.base import EmotionModel, ModelInfo, ModelOutput
+
+    class Recording(EmotionModel):
+        info = ModelInfo("rec", "Rec", "memory", "t", "MIT", ("neutral",))
+
+        def __init__(self):
+            self.lengths = []
+
+        def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):
+            self.lengths += [len(s) for s in signals]
+            return [ModelOutput({"neutral": 1.0}) for _ in signals]
+
+    from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
+
+    from .signals import voice_like
+
+    silence = np.zeros(32_000, dtype=np.float32)
+    clip = np.concatenate([silence, voice_like(1.0, seed=1), silence, voice_like(1.0, seed=2), silence])
+    model = Recording()
+    analyzer = SpeechEmotionAnalyzer.from_models({"rec": model})
+    whole = analyzer.analyze(clip, 16_000)
+    analyzer.speech_only = True
+    trimmed = analyzer.analyze(clip, 16_000)
+    assert model.lengths[0] == len(clip)
+    assert 32_000 <= model.lengths[1] <= 32_000 + 16_000  # the two seconds of speech, with a little padding
+    assert whole.delivery.duration == trimmed.delivery.duration == pytest.approx(len(clip) / 16_000)

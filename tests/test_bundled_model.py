@@ -67,8 +67,8 @@ def unweighted_accuracy(predicted: list[str], truth: list[str]) -> float:
     )
 
 
-def test_default_preset_loads_the_bundled_model() -> None:
-    report = load_preset(load_models_config(), "default", device="cpu")
+def test_fast_preset_loads_the_bundled_model() -> None:
+    report = load_preset(load_models_config(), "fast", device="cpu")
     assert not report.failures, report.failures
     loaded = report.models["bundled"]
     assert isinstance(loaded, BundledModel)

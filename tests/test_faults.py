@@ -224,7 +224,7 @@ def test_the_result_cache_leaves_a_failed_redis_alone_for_a_while(caplog, monkey
 
 
 def test_a_model_that_fails_to_load_degrades_the_service():
-    """The ``all`` preset offline: the three hub models cannot load, the bundled one does.
+    """The ``all`` preset offline: the three hub models cannot load, the shipped ones do.
 
     Kept: /analyze with the models that loaded. Lost: the failed models' votes; /health says
     ``degraded`` (HTTP 200) and why each failed.
@@ -233,11 +233,12 @@ def test_a_model_that_fails_to_load_degrades_the_service():
         health = requests.get(url + "/health", timeout=10)
         assert health.status_code == 200
         data = health.json()["data"]
-        assert data["status"] == "degraded" and data["available_models"] == ["bundled"]
+        assert data["status"] == "degraded" and data["available_models"] == ["encoder_default", "bundled"]
         assert {f["name"] for f in data["failed_models"]} == {"exhubert", "hubert_large", "wav2vec2_xlsr"}
         assert all(f["reason"] for f in data["failed_models"])
         analysed = requests.post(url + "/analyze", json={"audio_data": CLIPS[0]}, timeout=30).json()
-        assert analysed["success"] and [m["model"] for m in analysed["data"]["models_results"]] == ["bundled"]
+        models = [m["model"] for m in analysed["data"]["models_results"]]
+        assert analysed["success"] and models == ["encoder_default", "bundled"]
 
 
 # -- a full disk under the job store --------------------------------------------------------------

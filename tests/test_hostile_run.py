@@ -20,6 +20,6 @@ def test_a_small_hostile_run_finds_no_5xx_crash_or_hang():
     assert done.returncode == 0
     assert summary["total_cases"] >= 200
     parts = summary["parts"]
-    assert len(parts["api"]["operations"]) == 7 and parts["api"]["cases"] >= 13  # every operation
+    assert len(parts["api"]["operations"]) == 8 and parts["api"]["cases"] >= 15  # every operation but the WebSocket
     assert parts["decoder"]["cases"] == 100 and parts["http"]["cases"] == 50
     assert summary["slowest"]["seconds"] < 10

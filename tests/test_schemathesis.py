@@ -64,7 +64,7 @@ def test_the_fuzzed_document_is_the_served_one(app):
     assert served == SCHEMA.raw_schema
     assert set(OPERATIONS) == {
         "GET /health", "GET /metrics", "POST /analyze", "POST /batch_analyze",
-        "POST /jobs", "GET /jobs/{job_id}", "DELETE /jobs/{job_id}",
+        "POST /jobs", "GET /jobs/{job_id}", "DELETE /jobs/{job_id}", "DELETE /candidates/{candidate_id}",
     }  # fmt: skip
 
 

@@ -31,7 +31,12 @@ CLIP = wav(1.0)
 EXEMPT = {"service.health", "service.metrics", "docs.openapi", "docs.docs", "docs.docs_asset",
           # the console's files hold no data (a WebSocket /stream takes the key in its start message: test_stream)
           "console.console_asset"}  # fmt: skip
-PARAMETERS = {"job_id": "0123456789abcdef0123456789abcdef", "name": "swagger-ui.css", "filename": "x.css"}
+PARAMETERS = {
+    "job_id": "0123456789abcdef0123456789abcdef",
+    "name": "swagger-ui.css",
+    "filename": "x.css",
+    "candidate_id": "cand-42",
+}
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ def test_start_api_server_passes_test_api():
         assert checker.passed >= 20
     output = process.output
     assert f"http://127.0.0.1:{port}" in output
-    assert "model bundled" in output
+    assert "model encoder_default" in output  # the default preset: Whisper encoder + head, offline
 
 
 def test_gunicorn_emotion_api_app():
     port = free_port()
     with running(["-m", "gunicorn", "emotion_api:app"], port, ready=("healthy",)) as (url, _):
         health = requests.get(url + "/health", timeout=10).json()
-        assert health["data"]["available_models"] == ["bundled"]
+        assert health["data"]["available_models"] == ["encoder_default"]
         body = requests.post(
             url + "/analyze", json={"audio_data": base64.b64encode(wav(2.0)).decode()}, timeout=60
         ).json()

@@ -23,11 +23,13 @@ import numpy as np
 from ..audio.decode import AudioLimits, DecodedAudio, decode_audio, load_audio
 from ..audio.decode_gate import DecodeGate
 from ..audio.prosody import DeliveryMetrics, Pause, measure
+from ..audio.segmentation import speech_only
 from ..config import SAMPLING_RATE, ModelsConfig, Settings, load_models_config
-from ..errors import ModelUnavailable, ServiceError
-from ..models.base import EmotionModel, ModelOutput
+from ..errors import BaselineUnavailable, ModelUnavailable, ServiceError
+from ..models.base import BaselineStats, EmotionModel, ModelOutput, SpeakerAdaptive
 from ..models.registry import LoadFailure, LoadReport, load_preset
 from .assessment import Assessment, SessionSummary, assess, summarise_session
+from .baselines import BaselineStore, make_baseline_store
 from .batching import BatchOptions, MicroBatcher
 from .cache import ResultCache, cache_key, make_cache
 from .ensemble import EnsembleResult, ModelResult, combine
@@ -48,6 +50,24 @@ class AnalysisResult:
     processing_time: float
     delivery: DeliveryMetrics | None = None
     cached: bool = False
+    baseline: BaselineUse | None = None  # None when no model of the preset uses speaker baselines
+
+
+@dataclass(frozen=True)
+class BaselineUse:
+    """How a clip was judged by the models that know the speaker's usual voice.
+
+    Attributes:
+        mode: ``baseline`` (against the speaker's baseline) or ``clip`` (alone: no baseline, or
+            one of fewer clips than the model needs).
+        clips: Clips in the baseline (this request's included); 0 for a clip alone.
+        source: ``candidate`` (the candidate's running statistics), ``session`` (this request's
+            clips only) or None (a clip alone).
+    """
+
+    mode: str
+    clips: int
+    source: str | None
 
 
 @dataclass(frozen=True)
@@ -71,22 +91,26 @@ class SpeechEmotionAnalyzer:
     """Analyse the emotion of speech with an ensemble of models.
 
     Example:
-        >>> analyzer = SpeechEmotionAnalyzer()          # the offline bundled model
+        >>> analyzer = SpeechEmotionAnalyzer()          # the offline default preset
         >>> result = analyzer.analyze("answer.wav")
         >>> result.ensemble.label, result.assessment.score
 
     Args:
-        preset: Preset of the models config (``default``: bundled model; ``full``: the spec's
+        preset: Preset of the models config (``default``: Whisper encoder + head; ``fast``: the small CNN; ``full``: the spec's
             three hub models).
         models_config: A parsed models config; default the packaged one.
         models_dir: Directory of pre-downloaded models / hub cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        quantize: ``int8``: int8 linear layers for the hub models on CPU (``none``: fp32).
+        quantize: ``auto`` (each model as its models.toml entry says), ``none`` (fp32) or ``int8``
+            (int8 linear layers on CPU for every model that has them).
+        speech_only: The models hear only the speech of a clip: leading, trailing and long inner
+            silences cut by the energy VAD (``MODEL_INPUT=speech``; delivery metrics see it all).
         limits: Limits on the audio accepted.
         cache: Where to keep model outputs of audio already analysed (None: no cache).
         batching: Group clips of concurrent requests per model (None: each request on its own).
         emotion_inference: False loads no emotion model and serves delivery metrics only
             (``EMOTION_INFERENCE=off``, for places where emotion recognition at work is forbidden).
+        baselines: Where candidates' running statistics live (None: no candidate baselines).
         load: Load the models now (default). The server passes False and loads in the background.
     """
 
@@ -97,12 +121,14 @@ class SpeechEmotionAnalyzer:
         models_config: ModelsConfig | None = None,
         models_dir: str | None = None,
         device: str = "auto",
-        quantize: str = "none",
+        quantize: str = "auto",
+        speech_only: bool = False,
         limits: AudioLimits | None = None,
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
         emotion_inference: bool = True,
         decode_gate: DecodeGate | None = None,
+        baselines: BaselineStore | None = None,
         load: bool = True,
     ) -> None:
         self.preset = preset
@@ -111,11 +137,13 @@ class SpeechEmotionAnalyzer:
         self.models_dir = models_dir
         self.device = device
         self.quantize = quantize
+        self.speech_only = speech_only
         self.limits = limits or AudioLimits()
         self.cache = cache
         self.batching = batching
         self.emotion_inference = emotion_inference
         self.decode_gate = decode_gate
+        self.baselines = baselines if emotion_inference else None  # never kept when emotions are off
         self._batchers: dict[str, MicroBatcher] = {}
         self._report: LoadReport | None = None
         self._lock = threading.Lock()
@@ -149,6 +177,7 @@ class SpeechEmotionAnalyzer:
             models_dir=settings.models_dir,
             device=settings.device,
             quantize=settings.quantize,
+            speech_only=settings.model_input == "speech",
             limits=AudioLimits(
                 max_bytes=int(settings.max_upload_mb * 1_000_000),
                 min_seconds=settings.min_audio_seconds,
@@ -162,6 +191,11 @@ class SpeechEmotionAnalyzer:
             else None,
             emotion_inference=settings.emotion_inference,
             decode_gate=DecodeGate(settings.max_decodes),
+            baselines=make_baseline_store(
+                settings.baseline_ttl_hours, settings.redis_url, settings.baseline_secret, on_cache_error
+            )
+            if settings.emotion_inference
+            else None,
             load=load,
         )
 
@@ -175,6 +209,7 @@ class SpeechEmotionAnalyzer:
         cache: ResultCache | None = None,
         batching: BatchOptions | None = None,
         decode_gate: DecodeGate | None = None,
+        baselines: BaselineStore | None = None,
     ) -> SpeechEmotionAnalyzer:
         """Build an analyzer around models that are already loaded (tests, custom backends)."""
         analyzer = cls.__new__(cls)
@@ -183,11 +218,13 @@ class SpeechEmotionAnalyzer:
         analyzer.models_dir = None
         analyzer.device = "cpu"
         analyzer.quantize = "none"
+        analyzer.speech_only = False
         analyzer.limits = limits or AudioLimits()
         analyzer.cache = cache
         analyzer.batching = batching
         analyzer.emotion_inference = True
         analyzer.decode_gate = decode_gate
+        analyzer.baselines = baselines
         analyzer._batchers = {name: MicroBatcher(model, batching) for name, model in models.items()} if batching else {}
         analyzer._lock = threading.Lock()
         analyzer._loading = False
@@ -263,13 +300,22 @@ class SpeechEmotionAnalyzer:
             return decode_audio(bytes(audio), self.limits)
         return load_audio(audio, sampling_rate, self.limits)
 
-    def analyze(self, audio: AudioInput, sampling_rate: int | None = None, *, lang: str = "zh") -> AnalysisResult:
+    def analyze(
+        self,
+        audio: AudioInput,
+        sampling_rate: int | None = None,
+        *,
+        lang: str = "zh",
+        candidate_id: str | None = None,
+    ) -> AnalysisResult:
         """Analyse one clip.
 
         Args:
             audio: Encoded file bytes, a path, or a float array (then ``sampling_rate`` is needed).
             sampling_rate: Sampling rate of an array input.
             lang: ``zh`` or ``en`` for the advice.
+            candidate_id: The platform's id for the speaker: the clip is judged against the
+                candidate's baseline, which it then joins.
 
         Raises:
             InvalidAudio: The audio cannot be decoded or is unusable (the message says why).
@@ -279,15 +325,26 @@ class SpeechEmotionAnalyzer:
         report = self._require_models()
         with self._decoding():
             decoded = self.decode(audio, sampling_rate)
-        return self._analyze_decoded([decoded], report, lang=lang, same_speaker=False, started=started)[0]
+        return self._analyze_decoded(
+            [decoded], report, lang=lang, same_speaker=False, started=started, candidate_id=candidate_id
+        )[0]
 
     def analyze_session(
-        self, segments: Sequence[AudioInput], sampling_rate: int | None = None, *, lang: str = "zh"
+        self,
+        segments: Sequence[AudioInput],
+        sampling_rate: int | None = None,
+        *,
+        lang: str = "zh",
+        candidate_id: str | None = None,
+        candidate_key: str | None = None,
     ) -> SessionResult:
         """Analyse the segments of one interview session (one speaker), in order.
 
         A segment that cannot be decoded is reported in its :class:`SegmentOutcome` and left out
-        of the summary; the others are analysed together, so models may normalise per speaker.
+        of the summary; the others are analysed together, so models may normalise per speaker
+        (against the candidate's baseline, which they then join, when ``candidate_id`` is given;
+        ``candidate_key`` is the same as its keyed hash, :meth:`candidate_key`, for callers that
+        keep only that, such as jobs).
         """
         started = time.perf_counter()
         report = self._require_models()
@@ -300,7 +357,15 @@ class SpeechEmotionAnalyzer:
                 except ServiceError as exc:
                     outcomes[index] = SegmentOutcome(index=index, error=exc)
         results = (
-            self._analyze_decoded([d for _, d in decoded], report, lang=lang, same_speaker=True, started=started)
+            self._analyze_decoded(
+                [d for _, d in decoded],
+                report,
+                lang=lang,
+                same_speaker=True,
+                started=started,
+                candidate_id=candidate_id,
+                candidate_key=candidate_key,
+            )
             if decoded
             else []
         )
@@ -322,6 +387,8 @@ class SpeechEmotionAnalyzer:
         lang: str,
         same_speaker: bool,
         started: float,
+        candidate_id: str | None = None,
+        candidate_key: str | None = None,
     ) -> list[AnalysisResult]:
         signals = [clip.signal for clip in clips]
         if not report.models:  # emotion inference is off: delivery metrics only
@@ -331,8 +398,22 @@ class SpeechEmotionAnalyzer:
                 )
                 for clip in clips
             ]
-        cached = self._cached(signals, report, same_speaker)
-        fresh = self._run_models(signals, report, same_speaker) if any(c is None for c in cached) else None
+        # A candidate's clips depend on what the store holds for them: never served from the cache.
+        candidate = self._candidate_key(candidate_id, report) if candidate_key is None else candidate_key
+        if self.baselines is None:
+            candidate = None
+        cached = self._cached(signals, report, same_speaker) if candidate is None else [None] * len(signals)
+        fresh, used = (
+            self._run_models(signals, report, same_speaker, candidate)
+            if any(c is None for c in cached)
+            else (None, None)
+        )
+        adaptive = [m for m in report.models.values() if isinstance(m, SpeakerAdaptive)]
+        if used is None and adaptive:
+            needed = min(m.min_baseline for m in adaptive)
+            on_session = same_speaker and len(signals) >= needed
+            used = BaselineUse("baseline" if on_session else "clip", len(signals) if same_speaker else 0,
+                               "session" if same_speaker else None)  # fmt: skip
         analyses = []
         for i, clip in enumerate(clips):
             hit = cached[i]
@@ -341,7 +422,8 @@ class SpeechEmotionAnalyzer:
             else:
                 assert fresh is not None
                 results, delivery = fresh[i], measure(clip.signal, clip.sampling_rate)
-                self._store(signals, i, report, same_speaker, results, delivery)
+                if candidate is None:
+                    self._store(signals, i, report, same_speaker, results, delivery)
             verdict = combine(results, report.weights)
             analyses.append(
                 AnalysisResult(
@@ -352,16 +434,62 @@ class SpeechEmotionAnalyzer:
                     processing_time=time.perf_counter() - started,
                     delivery=delivery,
                     cached=hit is not None,
+                    baseline=used,
                 )
             )
         return analyses
 
-    def _run_models(self, signals: list[np.ndarray], report: LoadReport, same_speaker: bool) -> list[list[ModelResult]]:
+    def _candidate_key(self, candidate_id: str | None, report: LoadReport) -> str | None:
+        if candidate_id is None or self.baselines is None:
+            return None
+        if not any(isinstance(m, SpeakerAdaptive) for m in report.models.values()):
+            return None
+        try:
+            return self.baselines.key(candidate_id)
+        except BaselineUnavailable:
+            return None  # logged and counted by the store; the clip is judged on its own or in its session
+
+    def candidate_key(self, candidate_id: str) -> str | None:
+        """The keyed hash under which a candidate's baseline is kept (None: baselines are off).
+
+        Raises:
+            BaselineUnavailable: The store cannot be reached.
+        """
+        return None if self.baselines is None else self.baselines.key(candidate_id)
+
+    def forget_candidate(self, candidate_id: str) -> bool:
+        """Delete what is kept about a candidate (every model's baseline); True if there was any.
+
+        Raises:
+            BaselineUnavailable: The store cannot be reached.
+        """
+        if self.baselines is None:
+            return False
+        names = [name for name, m in self.models.items() if isinstance(m, SpeakerAdaptive)]
+        return self.baselines.delete(names, self.baselines.key(candidate_id))
+
+    def _run_models(
+        self, signals: list[np.ndarray], report: LoadReport, same_speaker: bool, candidate: str | None = None
+    ) -> tuple[list[list[ModelResult]], BaselineUse | None]:
         per_clip: list[list[ModelResult]] = [[] for _ in signals]
+        used: BaselineUse | None = None
+        if self.speech_only:  # MODEL_INPUT=speech: the models hear no leading, trailing or long inner silence
+            signals = [speech_only(s) for s in signals]
         for name, model in report.models.items():
             t0 = time.perf_counter()
             batcher = self._batchers.get(name)
-            if batcher is not None and not same_speaker:
+            if isinstance(model, SpeakerAdaptive) and candidate is not None and self.baselines is not None:
+                features = model.standardised(signals)
+                session = BaselineStats.of(features)
+                prior = self.baselines.get(name, candidate)
+                baseline = session if prior is None or prior.total.shape != session.total.shape else prior + session
+                # A single clip without a history is judged alone, as it would be without an id.
+                judged = baseline if same_speaker or baseline.clips > len(signals) else None
+                outputs = model.score(features, judged)
+                self.baselines.add(name, candidate, session)
+                on_baseline = judged is not None and judged.clips >= model.min_baseline
+                used = BaselineUse("baseline" if on_baseline else "clip", baseline.clips, "candidate")
+            elif batcher is not None and not same_speaker:
                 # Independent clips may share a batch with other requests' clips; one speaker's
                 # clips are normalised together, so they go through the model on their own.
                 outputs = batcher.process_signals(signals)
@@ -370,7 +498,7 @@ class SpeechEmotionAnalyzer:
             seconds = (time.perf_counter() - t0) / len(signals)
             for results, output in zip(per_clip, outputs, strict=True):
                 results.append(ModelResult(name, model.info.display_name, output, seconds))
-        return per_clip
+        return per_clip, used
 
     # -- result cache ---------------------------------------------------------------------------
 
@@ -378,6 +506,7 @@ class SpeechEmotionAnalyzer:
         # An int8 model's outputs differ slightly from its fp32 ones: the dtype is part of the version.
         versions = [(name, f"{m.info.version}:{m.info.extra.get('dtype', '')}") for name, m in report.models.items()]
         weights = ",".join(f"{name}={weight}" for name, weight in sorted(report.weights.items()))
+        weights += ";speech" if self.speech_only else ""
         if same_speaker:
             return cache_key(signals, index, versions, f"session;{weights}")
         return cache_key([signals[index]], 0, versions, f"clip;{weights}")

@@ -231,6 +231,7 @@ def analyze_interview(
     segments: SegmentOptions | None = None,
     rules: InterviewRules = DEFAULT_INTERVIEW_RULES,
     progress: Callable[[float], None] | None = None,
+    candidate_key: str | None = None,
 ) -> InterviewResult:
     """Analyse a whole interview recording.
 
@@ -245,6 +246,8 @@ def analyze_interview(
         segments: How speech is cut into segments.
         rules: Every number of the assessment.
         progress: Called with 0..1 as the work advances.
+        candidate_key: The candidate's keyed hash (:meth:`SpeechEmotionAnalyzer.candidate_key`):
+            segments are judged against, and join, the candidate's baseline.
 
     Raises:
         InvalidAudio: The recording is unusable, or has no speech.
@@ -264,7 +267,9 @@ def analyze_interview(
     any_model_dimensions = False
     for first in range(0, len(pieces), chunk):
         batch = pieces[first : first + chunk]
-        session = analyzer.analyze_session([seg.slice(signal) for seg, _ in batch], SAMPLING_RATE, lang=lang)
+        session = analyzer.analyze_session(
+            [seg.slice(signal) for seg, _ in batch], SAMPLING_RATE, lang=lang, candidate_key=candidate_key
+        )
         for (seg, question), outcome in zip(batch, session.segments, strict=True):
             if outcome.result is None:
                 skipped += 1  # e.g. shorter than MIN_AUDIO_SECONDS

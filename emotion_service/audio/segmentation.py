@@ -135,3 +135,18 @@ def _segments(
             finish = b * hop + (pad if i == len(pieces) - 1 else 0.0)
             segments.append(SpeechSegment(float(max(0.0, begin)), float(min(duration, finish))))
     return segments
+
+
+def speech_only(
+    signal: np.ndarray, options: SegmentOptions | None = None, sampling_rate: int = SAMPLING_RATE
+) -> np.ndarray:
+    """The clip with its leading, trailing and long inner silences cut (pauses over ``min_silence``).
+
+    What is left is the speech segments, each with its ``padding``, end to end: the models see
+    less audio and no silence. A clip in which nothing is found as speech is returned whole.
+    """
+    segments = find_speech(signal, sampling_rate, options or SegmentOptions(vad="energy"))
+    if not segments:
+        return signal
+    pieces = [signal[int(s.start * sampling_rate) : int(s.end * sampling_rate)] for s in segments]
+    return np.concatenate(pieces) if pieces else signal

@@ -9,7 +9,13 @@ from ..config import Settings
 from ..errors import ServiceError
 from ..views import analysis_json, session_json
 from . import metrics
-from .requests import batch_segments_from_request, envelope, request_lang, single_audio_from_request
+from .requests import (
+    batch_segments_from_request,
+    envelope,
+    request_candidate_id,
+    request_lang,
+    single_audio_from_request,
+)
 
 MESSAGES = {
     "ok": {"zh": "分析完成", "en": "Analysis complete"},
@@ -26,8 +32,9 @@ def _analyzer() -> SpeechEmotionAnalyzer:
 @bp.post("/analyze")
 def analyze():
     lang = request_lang()
+    candidate_id = request_candidate_id()
     audio = single_audio_from_request()
-    result = _analyzer().analyze(audio, lang=lang)
+    result = _analyzer().analyze(audio, lang=lang, candidate_id=candidate_id)
     metrics.record_analysis(result)
     return envelope(True, MESSAGES["ok"][lang], analysis_json(result, lang))
 
@@ -36,11 +43,12 @@ def analyze():
 def batch_analyze():
     lang = request_lang()
     settings: Settings = current_app.config["SETTINGS"]
+    candidate_id = request_candidate_id()
     items = batch_segments_from_request(settings.max_batch_segments)
     metrics.record_batch(len(items))
     # Segments that failed to arrive (bad base64, too large) keep their place in the response.
     arrived = [index for index, item in enumerate(items) if isinstance(item, bytes)]
-    session = _analyzer().analyze_session([items[i] for i in arrived], lang=lang)
+    session = _analyzer().analyze_session([items[i] for i in arrived], lang=lang, candidate_id=candidate_id)
     outcomes: list[SegmentOutcome] = [
         SegmentOutcome(index=index, error=item) for index, item in enumerate(items) if isinstance(item, ServiceError)
     ]

@@ -24,7 +24,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..analysis.analyzer import SpeechEmotionAnalyzer
 from ..config import Settings
 from ..errors import Overloaded, ServiceError, Unauthorized
-from . import analysis, console, docs, logs, metrics, service, stream
+from . import analysis, candidates, console, docs, logs, metrics, service, stream
 from .auth import HEADER as API_KEY_HEADER
 from .auth import ApiKeys, load_api_keys
 from .jobs import init_app as init_jobs
@@ -247,7 +247,7 @@ def create_app(
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (service.bp, analysis.bp, docs.bp):
+    for blueprint in (service.bp, analysis.bp, candidates.bp, docs.bp):
         app.register_blueprint(blueprint)
     init_jobs(app, settings, analyzer)
     stream.init_app(app, settings, analyzer)

@@ -13,10 +13,10 @@ bp = Blueprint("docs", __name__)
 
 
 def extra_paths() -> dict[str, Any]:
-    """The OpenAPI paths the blueprints describe themselves (jobs, the WebSocket stream)."""
-    from . import jobs, stream
+    """The OpenAPI paths the blueprints describe themselves (jobs, candidates, the WebSocket stream)."""
+    from . import candidates, jobs, stream
 
-    return {**jobs.OPENAPI_PATHS, **stream.OPENAPI_PATHS}
+    return {**jobs.OPENAPI_PATHS, **candidates.OPENAPI_PATHS, **stream.OPENAPI_PATHS}
 
 
 DOCS_ENDPOINTS = ("openapi", "docs", "docs_asset")

@@ -27,7 +27,7 @@ from ..jobs.factory import open_backend
 from ..jobs.store import STORE_FILE, JobBackend, JobNotFound, JobStatus, JobTask, job_directory, job_json, valid_job_id
 from ..jobs.task import run_job
 from ..jobs.webhooks import WebhookPolicy, notifier
-from .requests import envelope, json_body, request_lang, single_audio_from_request
+from .requests import envelope, json_body, request_candidate_id, request_lang, single_audio_from_request
 from .schemas import ERROR_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,14 @@ def _options(lang: str) -> dict[str, Any]:
         raise InvalidRequest(f"options.speech_lang must be one of {', '.join(LANGS)}.", error_code="INVALID_OPTIONS")
     parse_ranges(raw.get("ranges"))  # raises INVALID_RANGES with what is wrong
     settings: Settings = current_app.config["SETTINGS"]
-    return {**raw, "lang": lang, "max_seconds": settings.job_max_seconds}
+    options = {**raw, "lang": lang, "max_seconds": settings.job_max_seconds}
+    candidate_id = request_candidate_id()
+    if candidate_id is not None:
+        # The job record keeps the keyed hash the baseline store uses, never the platform's id.
+        key = current_app.config["ANALYZER"].candidate_key(candidate_id)
+        if key is not None:
+            options["candidate_key"] = key
+    return options
 
 
 def _webhook_url() -> str | None:
@@ -218,6 +225,12 @@ class JobRequest(BaseModel):
     )
     options: dict[str, Any] | None = Field(
         None, description="speech_lang (zh|en), ranges ([{start, end, label}] in seconds)."
+    )
+    candidate_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The candidate's id: segments are judged against, and join, the candidate's baseline (see /analyze).",
     )
 
 
@@ -319,6 +332,7 @@ def _operation(summary: str, status: int, model: type[BaseModel], body: bool = F
                             "lang": {"enum": ["zh", "en"]},
                             "webhook_url": {"type": "string"},
                             "options": {"type": "string", "description": "JSON object"},
+                            "candidate_id": {"type": "string", "minLength": 1, "maxLength": 256},
                         },
                     }
                 },  # fmt: skip

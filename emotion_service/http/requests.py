@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from flask import Request, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
+from ..analysis.baselines import MAX_CANDIDATE_ID
 from ..audio.decode import AudioLimits, decode_base64
 from ..config import LANGS
 from ..errors import InvalidRequest, PayloadTooLarge, ServiceError
@@ -217,3 +218,24 @@ def batch_segments_from_request(max_segments: int) -> list[bytes | ServiceError]
         except ServiceError as exc:
             segments.append(exc)
     return segments
+
+
+def request_candidate_id() -> str | None:
+    """``candidate_id`` of the request (query, form or JSON body), checked; None when absent."""
+    value: Any = request.args.get("candidate_id")
+    if value is None and request.method == "POST":
+        if request.mimetype == "multipart/form-data":
+            value = request.form.get("candidate_id")
+        elif request.is_json:
+            body = request.get_json(silent=True)
+            if isinstance(body, dict):
+                value = body.get("candidate_id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_CANDIDATE_ID or not value.isprintable():
+        raise InvalidRequest(
+            f"'candidate_id' must be a string of 1 to {MAX_CANDIDATE_ID} printable characters: your platform's "
+            "opaque id of the candidate (never a name or an e-mail address).",
+            error_code="INVALID_CANDIDATE_ID",
+        )
+    return value

@@ -8,13 +8,14 @@ from what the code accepts and returns.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from .. import __version__
 
 Lang = Literal["zh", "en"]
+CandidateId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class _Request(BaseModel):
@@ -35,6 +36,10 @@ class AnalyzeRequest(_Request):
         description="The recording, base64-encoded, with or without a data:audio/...;base64, prefix."
     )
     lang: Lang | None = Field(None, description="Language of names and advice (default: DEFAULT_LANG, zh).")
+    candidate_id: CandidateId | None = Field(
+        None,
+        description="The platform's opaque id of the candidate (1-256 characters): the clip is judged against the candidate's baseline, which it then joins. Only running feature statistics are kept, under a keyed hash of the id, for BASELINE_TTL_HOURS; DELETE /candidates/{candidate_id} erases them.",
+    )
 
 
 class SegmentItem(_Request):
@@ -53,6 +58,9 @@ class BatchRequest(_Request):
         description="One candidate's answers in order, at most MAX_BATCH_SEGMENTS; longer sessions: /jobs.",
     )
     lang: Lang | None = None
+    candidate_id: CandidateId | None = Field(
+        None, description="The candidate's id: the segments are judged against the candidate's baseline (see /analyze)."
+    )
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -121,6 +129,16 @@ class Delivery(_Response):
     voice_breaks: int
 
 
+class BaselineOut(_Response):
+    mode: Literal["clip", "baseline"] = Field(
+        description="baseline: judged against the speaker's usual voice; clip: alone (no baseline, or too few clips)"
+    )
+    clips: int = Field(description="clips in the baseline, this request's included; 0 for a clip alone")
+    source: Literal["candidate", "session"] | None = Field(
+        description="candidate: the candidate_id's running statistics; session: this request's clips"
+    )
+
+
 class AnalysisData(_Response):
     basic_info: BasicInfo
     models_results: list[ModelResultOut]
@@ -129,6 +147,9 @@ class AnalysisData(_Response):
     processing_time: float
     cached: bool
     delivery: Delivery | None = None
+    baseline: BaselineOut | None = Field(
+        None, description="how the models that know speakers' baselines judged the clip; absent without such a model"
+    )
 
 
 class SegmentOk(AnalysisData):
@@ -176,6 +197,7 @@ class ModelOut(_Response):
     commercial_use: bool
     device: str
     labels: list[str]
+    attribution: str | None = Field(None, description="what the licence of the model's training data asks to credit")
 
 
 class FailedModel(_Response):
@@ -214,6 +236,8 @@ ERROR_STATUSES = {
     "503": "No model loaded, models loading, or overloaded (see Retry-After)",
 }
 
+CANDIDATE_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 256}
+
 # Endpoint -> (method, summary, request model, data model, extra request bodies).
 ENDPOINTS: dict[str, dict[str, Any]] = {
     "/health": {"method": "get", "summary": "Service and model status", "data": HealthData, "auth": False},
@@ -244,9 +268,17 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
                 {"type": "object", "properties": {"data": {"$ref": f"#/components/schemas/{data_model.__name__}"}}},
             ]
         }
+        request_model = spec.get("request")
         operation: dict[str, Any] = {
             "summary": spec["summary"],
-            "parameters": [{"name": "lang", "in": "query", "required": False, "schema": {"enum": ["zh", "en"]}}],
+            "parameters": [
+                {"name": "lang", "in": "query", "required": False, "schema": {"enum": ["zh", "en"]}},
+                *(
+                    [{"name": "candidate_id", "in": "query", "required": False, "schema": CANDIDATE_SCHEMA}]
+                    if request_model is not None
+                    else []
+                ),
+            ],
             "responses": {
                 "200": {"description": "Success", "content": {"application/json": {"schema": ok_schema}}},
                 **{
@@ -260,7 +292,6 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
         }
         if spec.get("auth", True):
             operation["security"] = [{"ApiKey": []}]
-        request_model = spec.get("request")
         if request_model is not None:
             models.append(request_model)
             upload = {
@@ -272,13 +303,20 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
                 {
                     "type": "object",
                     "required": ["audio"],
-                    "properties": {"audio": upload, "lang": {"enum": ["zh", "en"]}},
+                    "properties": {
+                        "audio": upload,
+                        "lang": {"enum": ["zh", "en"]},
+                        "candidate_id": CANDIDATE_SCHEMA,
+                    },
                 }
                 if spec.get("upload") == "single"
                 else {
                     "type": "object",
                     "required": ["audio"],
-                    "properties": {"audio": {"type": "array", "items": upload}},
+                    "properties": {
+                        "audio": {"type": "array", "items": upload},
+                        "candidate_id": CANDIDATE_SCHEMA,
+                    },
                 }
             )
             content = {

@@ -63,6 +63,7 @@ def health():
             "commercial_use": m.info.commercial_use,
             "device": m.info.device,
             "labels": list(m.info.labels),
+            "attribution": m.info.extra.get("attribution") or None,
         }
         for m in analyzer.models.values()
     ]

@@ -41,5 +41,6 @@ def run_job(
         limits=limits,
         segments=segments,
         progress=progress,
+        candidate_key=options.get("candidate_key"),
     )
     return interview_json(result, lang)

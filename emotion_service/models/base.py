@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -65,6 +66,41 @@ class ModelInfo:
     device: str = "cpu"
     commercial_use: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BaselineStats:
+    """A speaker's running statistics: how many clips, and the sum of their standardised features.
+
+    Only these numbers are kept for a candidate, never audio. ``total`` is ``(states, width)``.
+    """
+
+    clips: int
+    total: np.ndarray
+
+    def __add__(self, other: BaselineStats) -> BaselineStats:
+        return BaselineStats(self.clips + other.clips, self.total + other.total)
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> BaselineStats:
+        """The statistics of ``(clips, states, width)`` standardised features."""
+        return cls(int(features.shape[0]), features.sum(axis=0).astype(np.float32))
+
+
+@runtime_checkable
+class SpeakerAdaptive(Protocol):
+    """A model that can judge clips against a speaker's baseline (the encoder model).
+
+    ``standardised`` gives the features whose running statistics form a baseline; ``score``
+    judges features alone (``baseline=None``) or against a baseline of at least
+    ``min_baseline`` clips.
+    """
+
+    min_baseline: int
+
+    def standardised(self, signals: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def score(self, features: np.ndarray, baseline: BaselineStats | None = None) -> list[ModelOutput]: ...
 
 
 class EmotionModel(abc.ABC):

@@ -51,9 +51,23 @@ def _load_bundled(spec: ModelSpec, models_dir: str | None, device: str, quantize
     return BundledModel.load(spec.source or None, device=device)
 
 
+def _load_encoder(spec: ModelSpec, models_dir: str | None, device: str, quantize: str) -> EmotionModel:
+    from .encoder import EncoderModel, shipped
+
+    return EncoderModel.load(
+        shipped(spec.source),
+        encoder_dir=shipped(spec.encoder or "whisper-base-encoder"),
+        device=device,
+        quantize=quantize,
+        name=spec.name,
+        display_name=spec.display_name,
+    )
+
+
 BACKENDS: dict[str, Callable[[ModelSpec, str | None, str, str], EmotionModel]] = {
     "transformers": _load_transformers,
     "bundled": _load_bundled,
+    "encoder": _load_encoder,
 }
 
 # What a backend may raise when a model cannot be loaded: files missing or unreadable, bad
@@ -76,11 +90,12 @@ def load_preset(
     *,
     models_dir: str | None = None,
     device: str = "auto",
-    quantize: str = "none",
+    quantize: str = "auto",
 ) -> LoadReport:
     """Load every model of ``preset``; failures are collected, not raised.
 
-    ``quantize="int8"`` runs the linear layers of the hub models in int8 on CPU (ignored on CUDA,
+    ``quantize="auto"`` runs each model as its ``models.toml`` entry says (``quantize``, default
+    fp32); ``"int8"`` runs the linear layers of every model in int8 on CPU (ignored on CUDA,
     which runs them in fp16).
 
     Raises:
@@ -98,7 +113,8 @@ def load_preset(
             report.failures.append(LoadFailure(name, spec.display_name, spec.source, reason))
             continue
         try:
-            model = loader(spec, models_dir, device, quantize)
+            chosen = (spec.quantize or "none") if quantize == "auto" else quantize
+            model = loader(spec, models_dir, device, chosen)
         except LOAD_ERRORS as exc:
             logger.warning("model %s (%s) could not be loaded: %s", name, spec.source, exc)
             report.failures.append(LoadFailure(name, spec.display_name, spec.source, str(exc)))

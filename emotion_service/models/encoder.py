@@ -1,0 +1,277 @@
+"""The encoder model: Whisper's frozen encoder under a small trained emotion head.
+
+A clip goes through the encoder at its real length (:mod:`.whisper_encoder`); the mean and
+standard deviation of each hidden state over the clip's frames, standardised with the training
+statistics, feed :class:`EmotionHead`: a learned weighting of the hidden states and a small MLP.
+
+The head has two paths. The *clip* path reads the clip alone. The *baseline* path also reads how
+the clip differs from the speaker's usual voice: the mean of the speaker's standardised features,
+shrunk towards the population (``sum / (clips + shrink)``), so that a baseline of one or two clips
+says little. It was trained with baselines drawn from random subsets of a speaker's clips,
+including sessions where one emotion dominates, so that a session that leans one way is not
+erased. Below ``min_baseline`` clips the clip path answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import SAMPLING_RATE
+from .base import BaselineStats, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
+from .whisper_encoder import WhisperEncoder, windows
+
+logger = logging.getLogger(__name__)
+
+HEAD_FILE = "head.pt"
+ENCODER_FOLDER = "encoder"  # in a head's folder: the encoder it was trained on, unless shipped elsewhere
+
+
+def shipped(path: str) -> Path:
+    """A folder given in ``models.toml``: absolute or relative to the working directory if it
+    exists there, else one of the package's shipped resources (``emotion_service/resources``)."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return Path(__file__).resolve().parent.parent / "resources" / path
+
+
+class EmotionHead(nn.Module):
+    """Hidden states weighted and concatenated → clip logits; plus a correction from the baseline.
+
+    Each hidden state's statistics are scaled by a learned weight (softmax over the states, times
+    their number) and the states are concatenated. The clip path is an MLP on that. The baseline
+    path adds to the clip path's logits a correction read from the clip and from how it differs
+    from the speaker's baseline, so that it starts from, and can fall back on, the clip alone.
+    """
+
+    def __init__(self, states: int, width: int, classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.layer_logits = nn.Parameter(torch.zeros(states))
+        size = states * width
+        self.clip = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes)
+        )
+        self.relative = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(2 * size, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, classes),
+        )
+
+    def weighted(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., states, width)`` → ``(..., states * width)``, each state scaled by its learned weight."""
+        weights = torch.softmax(self.layer_logits, 0) * len(self.layer_logits)
+        return (x * weights[:, None]).flatten(-2)
+
+    def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``(clips, states, width)`` standardised features.
+
+        Args:
+            x: The clips' features.
+            baseline: The speaker's shrunk baseline mean for each clip, same shape; None: clip path.
+        """
+        v = self.weighted(x)
+        logits = self.clip(v)
+        if baseline is None:
+            return logits
+        return logits + self.relative(torch.cat([v, v - self.weighted(baseline)], dim=-1))
+
+
+@dataclass
+class HeadCheckpoint:
+    """Everything a head needs at run time, as saved by the trainer (``head.pt``)."""
+
+    labels: tuple[str, ...]
+    depth: int
+    mean: np.ndarray  # (states, width) of the training features
+    std: np.ndarray
+    state: dict[str, torch.Tensor]
+    hidden: int
+    temperature_clip: float = 1.0
+    temperature_baseline: float = 1.0
+    shrink: float = 2.0
+    min_baseline: int = 3
+    version: str = "unknown"
+    licence: str = "unknown"
+    commercial_use: bool = False
+    attribution: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_file(self, path: Path) -> None:
+        payload = {k: v for k, v in self.__dict__.items()}
+        payload["mean"] = torch.from_numpy(self.mean)
+        payload["std"] = torch.from_numpy(self.std)
+        payload["labels"] = list(self.labels)
+        # fp16 on disk halves the file; the head runs in fp32 (the difference is below 1e-3 in the logits).
+        payload["state"] = {k: v.half() if v.is_floating_point() else v for k, v in self.state.items()}
+        torch.save(payload, path)
+
+    @classmethod
+    def from_file(cls, path: Path) -> HeadCheckpoint:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw["mean"] = raw["mean"].numpy()
+        raw["std"] = raw["std"].numpy()
+        raw["labels"] = tuple(raw["labels"])
+        raw["state"] = {k: v.float() if v.is_floating_point() else v for k, v in raw["state"].items()}
+        return cls(**raw)
+
+
+class EncoderModel(EmotionModel):
+    """Whisper encoder + trained head, behind the common :class:`EmotionModel` interface.
+
+    Args:
+        encoder: The frozen encoder (its depth must be the head's).
+        head: The head's checkpoint.
+        name: Registry name.
+        display_name: Shown in results.
+        device: ``cpu`` or ``cuda``.
+        dtype: ``fp32``, ``int8`` (CPU) or ``fp16`` (CUDA).
+        source: Where the head came from (shown in /health).
+    """
+
+    def __init__(
+        self,
+        encoder: WhisperEncoder,
+        head: HeadCheckpoint,
+        *,
+        name: str = "encoder",
+        display_name: str = "Whisper-base encoder + emotion head",
+        device: str = "cpu",
+        dtype: str = "fp32",
+        source: str = "",
+    ) -> None:
+        self.checkpoint = head
+        self.labels = head.labels
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device)
+        self.head = EmotionHead(head.depth + 1, head.mean.shape[-1], len(head.labels), head.hidden)
+        self.head.load_state_dict(head.state)
+        self.head.eval().requires_grad_(False).to(self.device)
+        self.mean = torch.from_numpy(head.mean).to(self.device)
+        self.std = torch.from_numpy(head.std).to(self.device)
+        self.dtype = dtype
+        self.info = ModelInfo(
+            name=name,
+            display_name=display_name,
+            source=source,
+            version=head.version,
+            licence=head.licence,
+            labels=head.labels,
+            device=str(self.device),
+            commercial_use=head.commercial_use,
+            extra={"dtype": dtype, "attribution": head.attribution, "baseline": "candidate"},
+        )
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        head_dir: str | Path,
+        *,
+        encoder_dir: str | Path | None = None,
+        device: str = "cpu",
+        quantize: str = "none",
+        name: str = "encoder",
+        display_name: str = "Whisper-base encoder + emotion head",
+    ) -> EncoderModel:
+        """Load a head folder (``head.pt``) and the encoder it was trained on.
+
+        Args:
+            head_dir: Folder with ``head.pt`` (and, unless ``encoder_dir`` is given, an ``encoder``
+                folder with ``config.json`` and ``model.safetensors``).
+            encoder_dir: The encoder's folder.
+            device: ``cpu`` or ``cuda`` (fp16 there).
+            quantize: ``int8`` quantises the encoder's linear layers on CPU.
+        """
+        head_dir = Path(head_dir)
+        head_file = head_dir / HEAD_FILE if head_dir.is_dir() else head_dir
+        if not head_file.is_file():
+            raise FileNotFoundError(
+                f"no {HEAD_FILE} in {head_dir}: train one with `python -m emotion_service.train fit --kind encoder`"
+            )
+        head = HeadCheckpoint.from_file(head_file)
+        encoder_dir = Path(encoder_dir) if encoder_dir else head_file.parent / ENCODER_FOLDER
+        encoder = WhisperEncoder.load(encoder_dir, depth=head.depth)
+        dtype = "fp32"
+        if device == "cuda":
+            encoder = encoder.half()
+            encoder.mel.float()  # the STFT stays fp32: cuFFT has no fp16 for 400-point transforms
+            dtype = "fp16"
+        elif quantize == "int8":
+            from .optimize import quantize_int8
+
+            encoder = quantize_int8(encoder)
+            dtype = "int8"
+        return cls(
+            encoder, head, name=name, display_name=display_name, device=device, dtype=dtype, source=str(head_dir)
+        )
+
+    # -- the interface ------------------------------------------------------------------------
+
+    def standardised(self, signals: Sequence[np.ndarray]) -> np.ndarray:
+        """The clips' standardised pooled features, ``(clips, states, width)`` float32.
+
+        A clip longer than the encoder's 30 s goes through in overlapping windows whose features
+        are averaged, weighted by their length.
+        """
+        pieces, owner, weight = [], [], []
+        for index, signal in enumerate(signals):
+            for start, end in windows(len(signal), self.encoder.max_seconds):
+                pieces.append(signal[start:end])
+                owner.append(index)
+                weight.append(end - start)
+        with torch.inference_mode():
+            pooled = self.encoder.pooled(pieces).float()
+            z = ((pooled - self.mean) / self.std).cpu().numpy()
+        out = np.zeros((len(signals), *z.shape[1:]), dtype=np.float32)
+        totals = np.zeros(len(signals))
+        for row, index, w in zip(z, owner, weight, strict=True):
+            out[index] += row * w
+            totals[index] += w
+        return (out / totals[:, None, None]).astype(np.float32)
+
+    @property
+    def min_baseline(self) -> int:
+        """Fewest clips a baseline needs before the baseline path answers."""
+        return self.checkpoint.min_baseline
+
+    def score(self, features: np.ndarray, baseline: BaselineStats | None = None) -> list[ModelOutput]:
+        """Outputs for standardised ``features``, on the clip path or against ``baseline``.
+
+        The baseline path answers only when the baseline holds at least ``min_baseline`` clips.
+        """
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
+        use_baseline = baseline is not None and baseline.clips >= self.checkpoint.min_baseline
+        with torch.inference_mode():
+            if use_baseline:
+                assert baseline is not None
+                mean = baseline.total / (baseline.clips + self.checkpoint.shrink)
+                mean = torch.from_numpy(mean.astype(np.float32)).to(self.device)
+                logits = self.head(x, mean.expand_as(x)) / self.checkpoint.temperature_baseline
+            else:
+                logits = self.head(x) / self.checkpoint.temperature_clip
+            probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return [
+            ModelOutput({label: float(p) for label, p in zip(self.labels, row, strict=True)}) for row in probabilities
+        ]
+
+    def process_signals(
+        self,
+        signals: Sequence[np.ndarray],
+        sampling_rate: int = SAMPLING_RATE,
+        *,
+        same_speaker: bool = False,
+    ) -> list[ModelOutput]:
+        require_sampling_rate(sampling_rate, self.info.display_name)
+        features = self.standardised(signals)
+        return self.score(features, BaselineStats.of(features) if same_speaker else None)

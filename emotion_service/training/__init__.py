@@ -1,0 +1,1 @@
+"""Training the models: what every trainer shares (:mod:`.common`) and the encoder heads' trainer (:mod:`.encoder`)."""

@@ -1,0 +1,799 @@
+"""Train the encoder heads: Whisper's frozen encoder, pooled statistics, a small trained head.
+
+The encoder never trains, so what it says about a clip is computed once and cached per clip and
+per augmented copy (:func:`extract`): a full training run then spends its time on the heads. The
+feature of a clip is ``(states, 2 * d_model)``: the mean and standard deviation over the clip's
+real frames of each hidden state (:meth:`WhisperEncoder.pooled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..labels import CANONICAL_LABELS
+from ..models.encoder import EmotionHead
+from ..models.whisper_encoder import WhisperEncoder
+from .common import AUGMENT_VERSION, Clip, augment, cache_dir, metrics, read_audio, read_manifest, softmax
+
+logger = logging.getLogger("emotion_service.train")
+
+_encoder: WhisperEncoder | None = None
+
+
+def encoder_tag(directory: Path) -> str:
+    """A short id of the encoder's weights: cached features of other weights are never mixed in."""
+    digest = hashlib.sha256()
+    with (Path(directory) / "model.safetensors").open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _feature_file(root: Path, clip: Clip, version: int, seed: int) -> Path:
+    """Where the feature of ``clip``'s ``version`` lives (0: the clean clip, k: the k-th degraded copy)."""
+    stat = clip.path.stat()
+    name = f"{clip.path.resolve()}|{stat.st_size}|{version}|{seed if version else 0}|{AUGMENT_VERSION}"
+    key = hashlib.sha256(name.encode()).hexdigest()[:24]
+    return root / key[:2] / f"{key}.npy"
+
+
+def _version_audio(clip: Clip, version: int, seed: int) -> np.ndarray:
+    audio = read_audio(clip.path)
+    if version == 0:
+        return audio
+    # One generator per clip and copy: a copy does not depend on the order or subset of clips.
+    clip_hash = int(hashlib.sha256(clip.path.name.encode()).hexdigest()[:8], 16)
+    return augment(audio, np.random.default_rng([seed, clip_hash, version]))
+
+
+def _init_worker(directory: str, threads: int) -> None:
+    global _encoder
+    torch.set_num_threads(threads)
+    _encoder = WhisperEncoder.load(directory)
+
+
+def _extract_one(task: tuple[Clip, int, int, str]) -> str:
+    clip, version, seed, target = task
+    assert _encoder is not None
+    audio = _version_audio(clip, version, seed)
+    with torch.inference_mode():
+        feature = _encoder.pooled([audio])[0].numpy().astype(np.float16)
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, feature)
+    tmp.replace(path)
+    return target
+
+
+def extract(
+    clips: Sequence[Clip],
+    versions: Sequence[Sequence[int]],
+    encoder_dir: Path,
+    *,
+    seed: int = 0,
+    workers: int = 2,
+) -> list[list[np.ndarray]]:
+    """The pooled encoder features of each clip's requested versions, computed once and cached.
+
+    Args:
+        clips: The clips.
+        versions: For each clip, which versions (0 clean, k >= 1 the k-th degraded copy).
+        encoder_dir: The encoder's folder (``config.json``, ``model.safetensors``).
+        seed: Seed of the augmentations.
+        workers: Processes (one torch thread each).
+
+    Returns:
+        For each clip, its versions' features ``(states, 2 * d_model)`` float16, in the order asked.
+    """
+    root = cache_dir() / "whisper-features" / encoder_tag(encoder_dir)
+    files = [[_feature_file(root, clip, v, seed) for v in vs] for clip, vs in zip(clips, versions, strict=True)]
+    todo = [
+        (clip, v, seed, str(f))
+        for clip, vs, fs in zip(clips, versions, files, strict=True)
+        for v, f in zip(vs, fs, strict=True)
+        if not f.is_file()
+    ]
+    if todo:
+        started = time.perf_counter()
+        logger.info("encoding %d clip versions (%d cached)", len(todo), sum(map(len, files)) - len(todo))
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(encoder_dir), 1)) as pool:
+            for done, _ in enumerate(pool.map(_extract_one, todo, chunksize=8), 1):
+                if done % 500 == 0:
+                    rate = done / (time.perf_counter() - started)
+                    logger.info("encoded %d/%d (%.1f per s)", done, len(todo), rate)
+        logger.info("encoded %d clip versions in %.0f s", len(todo), time.perf_counter() - started)
+    return [[np.load(f) for f in fs] for fs in files]
+
+
+# --------------------------------------------------------------------------------------------
+# The data: several corpora, each with its own label set
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A manifest's clips and the canonical labels it uses (its label set)."""
+
+    name: str
+    clips: list[Clip]
+    labels: tuple[str, ...]
+
+
+def read_corpora(manifests: Sequence[str | Path]) -> list[Corpus]:
+    """Each manifest as a corpus; its label set is the canonical labels its rows use."""
+    corpora = []
+    for manifest in manifests:
+        clips = read_manifest(manifest)
+        present = {c.label for c in clips}
+        corpora.append(
+            Corpus(
+                Path(manifest).resolve().parent.name,
+                clips,
+                tuple(label for label in CANONICAL_LABELS if label in present),
+            )
+        )
+    return corpora
+
+
+@dataclass
+class Dataset:
+    """Every clip of every corpus, with its features of every version, as arrays.
+
+    ``features`` is ``(clips, versions, states, width)`` float16 (version 0 clean); ``mask`` is
+    ``(clips, labels)``: True for the labels of the clip's corpus, the only ones its loss sees.
+    """
+
+    clips: list[Clip]
+    corpus: np.ndarray
+    y: np.ndarray
+    speaker: np.ndarray
+    features: np.ndarray
+    mask: np.ndarray
+    labels: tuple[str, ...]
+    corpora: list[Corpus]
+
+    def subset(self, rows: np.ndarray) -> Dataset:
+        return Dataset(
+            [self.clips[i] for i in rows],
+            self.corpus[rows],
+            self.y[rows],
+            self.speaker[rows],
+            self.features[rows],
+            self.mask[rows],
+            self.labels,
+            self.corpora,
+        )
+
+
+def build_dataset(
+    corpora: Sequence[Corpus], features: Sequence[Sequence[np.ndarray]], labels: Sequence[str]
+) -> Dataset:
+    clips = [clip for corpus in corpora for clip in corpus.clips]
+    corpus_of = np.array([k for k, corpus in enumerate(corpora) for _ in corpus.clips])
+    index = {label: i for i, label in enumerate(labels)}
+    masks = np.array([[label in corpus.labels for label in labels] for corpus in corpora])
+    speakers = sorted({c.speaker for c in clips})
+    return Dataset(
+        clips=clips,
+        corpus=corpus_of,
+        y=np.array([index[c.label] for c in clips]),
+        speaker=np.array([speakers.index(c.speaker) for c in clips]),
+        features=np.stack([np.stack(f) for f in features]),
+        mask=masks[corpus_of],
+        labels=tuple(labels),
+        corpora=list(corpora),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Training a head
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The head's recipe. Chosen on speaker-independent inner folds of the training speakers."""
+
+    depth: int = 6
+    hidden: int = 256
+    dropout: float = 0.3
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.05
+    clean_share: float = 0.5
+    shrink: float = 2.0
+    min_baseline: int = 3
+    max_baseline: int = 16
+    skewed_share: float = 0.5
+    dominant_share: float = 0.7
+    seed: int = 0
+
+
+def standardisation(features: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per state and dimension of the clean training features."""
+    clean = features[:, 0, : depth + 1].astype(np.float32)
+    return clean.mean(axis=0), clean.std(axis=0) + 1e-4
+
+
+def _masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~mask, -1e4)
+
+
+def sample_baselines(
+    data: Dataset, rows: np.ndarray, config: HeadConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each clip, the members of a random baseline of its speaker's clips (itself included).
+
+    Half the baselines are skewed: ``dominant_share`` of their clips show one emotion. Returns
+    ``(members, valid)``: ``(rows, max_baseline)`` indices into ``data`` and which are used.
+    """
+    by_speaker: dict[int, np.ndarray] = {}
+    for s in np.unique(data.speaker[rows]):
+        by_speaker[int(s)] = np.flatnonzero(data.speaker == s)
+    members = np.zeros((len(rows), config.max_baseline), dtype=np.int64)
+    valid = np.zeros((len(rows), config.max_baseline), dtype=bool)
+    for r, i in enumerate(rows):
+        pool = by_speaker[int(data.speaker[i])]
+        pool = pool[pool != i]
+        n = int(rng.integers(1, min(config.max_baseline, len(pool) + 1) + 1))
+        chosen = [i]
+        if n > 1:
+            if rng.random() < config.skewed_share:
+                emotions = np.unique(data.y[pool])
+                dominant = rng.choice(emotions)
+                same, other = pool[data.y[pool] == dominant], pool[data.y[pool] != dominant]
+                k = min(len(same), round(config.dominant_share * (n - 1)))
+                picks = list(rng.choice(same, k, replace=False)) + list(
+                    rng.choice(other, min(len(other), n - 1 - k), replace=False)
+                )
+            else:
+                picks = list(rng.choice(pool, n - 1, replace=False))
+            chosen += picks
+        members[r, : len(chosen)] = chosen
+        valid[r, : len(chosen)] = True
+    return members, valid
+
+
+def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[EmotionHead, np.ndarray, np.ndarray]:
+    """Train a head on ``rows`` of ``data``; returns it with the standardisation it was trained with."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    states = config.depth + 1
+    mean, std = standardisation(data.features[rows], config.depth)
+    mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(std)
+    head = EmotionHead(states, mean.shape[-1], len(data.labels), config.hidden, config.dropout)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(rows) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
+    # Each corpus weighs the same, and within a corpus each of its emotions: the large corpus does
+    # not drown the small one, nor a frequent emotion a rare one.
+    sample_weight = np.zeros(len(data.y))
+    for k in np.unique(data.corpus[rows]):
+        mine = rows[data.corpus[rows] == k]
+        classes, counts = np.unique(data.y[mine], return_counts=True)
+        for c, n in zip(classes, counts, strict=True):
+            sample_weight[mine[data.y[mine] == c]] = 1.0 / (n * len(classes))
+    sample_weight = torch.from_numpy(sample_weight * len(rows) / sample_weight[rows].sum()).float()
+
+    def loss_of(logits: torch.Tensor, target: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(logits, target, reduction="none", label_smoothing=config.label_smoothing)
+        w = sample_weight[torch.from_numpy(index)]
+        return (losses * w).sum() / w.sum()
+
+    versions = data.features.shape[1]
+    mask = torch.from_numpy(data.mask)
+    # Every version of every clip standardised once, as float32: batches are then plain gathers.
+    table = torch.empty((data.features.shape[0], versions, states, mean.shape[-1]), dtype=torch.float32)
+    for start in range(0, len(table), 512):
+        chunk = torch.from_numpy(data.features[start : start + 512, :, :states].astype(np.float32))
+        table[start : start + 512] = (chunk - mean_t) / std_t
+
+    def version_of(n: int) -> np.ndarray:
+        if versions == 1:
+            return np.zeros(n, dtype=np.int64)
+        degraded = rng.integers(1, versions, n)
+        return np.where(rng.random(n) < config.clean_share, 0, degraded)
+
+    def standardised(index: np.ndarray) -> torch.Tensor:
+        flat = torch.from_numpy(index.ravel())
+        return table[flat, torch.from_numpy(version_of(index.size))].reshape(*index.shape, states, -1)
+
+    head.train()
+    for _ in range(config.epochs):
+        order = rng.permutation(rows)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            x = standardised(batch)
+            target = torch.from_numpy(data.y[batch])
+            m = mask[batch]
+            loss = loss_of(_masked_logits(head(x), m), target, batch)
+            members, valid = sample_baselines(data, batch, config, rng)
+            used = valid.sum(axis=1) >= config.min_baseline
+            if used.any():
+                b = standardised(members[used]) * torch.from_numpy(valid[used])[..., None, None]
+                baseline = b.sum(dim=1) / (
+                    torch.from_numpy(valid[used].sum(axis=1)).float()[:, None, None] + config.shrink
+                )
+                loss = loss + loss_of(_masked_logits(head(x[used], baseline), m[used]), target[used], batch[used])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return head.eval(), mean, std
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring: per clip, and against baselines of balanced and skewed sessions
+
+
+def standardise(data: Dataset, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    states = mean.shape[0]
+    return (data.features[rows, 0, :states].astype(np.float32) - mean) / std
+
+
+def clip_logits(head: EmotionHead, z: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return head(torch.from_numpy(z)).numpy()
+
+
+def baseline_logits(head: EmotionHead, z: np.ndarray, members: list[np.ndarray], shrink: float) -> np.ndarray:
+    """Logits of each clip ``z[i]`` against the baseline of the clips ``members[i]`` (rows of ``z``)."""
+    base = np.stack([z[m].sum(axis=0) / (len(m) + shrink) for m in members]).astype(np.float32)
+    with torch.inference_mode():
+        return head(torch.from_numpy(z), torch.from_numpy(base)).numpy()
+
+
+def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 10, draws: int = 2) -> list[np.ndarray]:
+    """Sessions of each speaker among ``rows`` (positions into ``rows``).
+
+    ``balanced``: all the speaker's clips. ``skewed``: for each of the speaker's emotions,
+    ``draws`` sessions of ``size`` clips of which 70% show that emotion.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in np.unique(data.speaker[rows]):
+        mine = np.flatnonzero(data.speaker[rows] == s)
+        if kind == "balanced":
+            out.append(mine)
+            continue
+        for emotion in np.unique(data.y[rows][mine]):
+            same, other = mine[data.y[rows][mine] == emotion], mine[data.y[rows][mine] != emotion]
+            k = min(len(same), round(0.7 * size))
+            for _ in range(draws):
+                picks = np.concatenate(
+                    [rng.choice(same, k, replace=False), rng.choice(other, min(len(other), size - k), replace=False)]
+                )
+                out.append(picks)
+    return out
+
+
+def session_logits(
+    head: EmotionHead, z: np.ndarray, groups: list[np.ndarray], shrink: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of every clip of every session against its session's baseline, and the clips' positions."""
+    logits, where = [], []
+    for group in groups:
+        logits.append(baseline_logits(head, z[group], [np.arange(len(group))] * len(group), shrink))
+        where.append(group)
+    return np.concatenate(logits), np.concatenate(where)
+
+
+def corpus_metrics(
+    logits: np.ndarray, data: Dataset, rows: np.ndarray, temperature: float
+) -> dict[str, dict[str, Any]]:
+    """Metrics per corpus over that corpus's own label set (probabilities renormalised over it)."""
+    out = {}
+    for k, corpus in enumerate(data.corpora):
+        here = data.corpus[rows] == k
+        if not here.any():
+            continue
+        keep = [data.labels.index(label) for label in corpus.labels]
+        probabilities = softmax(logits[here][:, keep], temperature)
+        y = np.array([keep.index(v) for v in data.y[rows][here]])
+        out[corpus.name] = metrics(probabilities, y, corpus.labels)
+    return out
+
+
+def restricted_logits(logits: np.ndarray, data: Dataset, rows: np.ndarray) -> np.ndarray:
+    """Logits with the labels outside each clip's corpus pushed out (for fitting a temperature)."""
+    return np.where(data.mask[rows], logits, -1e4)
+
+
+# --------------------------------------------------------------------------------------------
+# The fit command
+
+
+def speaker_folds(data: Dataset, rows: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Speaker-independent folds of ``rows``, each corpus's speakers spread evenly over them."""
+    rng = np.random.default_rng(seed)
+    groups: list[list[int]] = [[] for _ in range(folds)]
+    for k in range(len(data.corpora)):
+        speakers = rng.permutation(np.unique(data.speaker[rows][data.corpus[rows] == k]))
+        for j, s in enumerate(speakers):
+            groups[j % folds].append(int(s))
+    return [rows[np.isin(data.speaker[rows], g)] for g in groups]
+
+
+def out_of_fold(data: Dataset, rows: np.ndarray, config: HeadConfig, folds: int) -> dict[str, Any]:
+    """Logits of every training clip from a head that never saw its speaker: per clip and in sessions."""
+    clip_parts, base_parts = [], []
+    for k, held in enumerate(speaker_folds(data, rows, folds, config.seed)):
+        started = time.perf_counter()
+        head, mean, std = train_head(data, np.setdiff1d(rows, held), config)
+        z = standardise(data, held, mean, std)
+        clip_parts.append((held, clip_logits(head, z)))
+        for kind in ("balanced", "skewed"):
+            logits, where = session_logits(head, z, sessions(data, held, kind, config.seed + k), config.shrink)
+            base_parts.append((held[where], logits, kind))
+        logger.info("inner fold %d/%d in %.0f s", k + 1, folds, time.perf_counter() - started)
+    clip_rows = np.concatenate([r for r, _ in clip_parts])
+    clip_all = np.concatenate([lg for _, lg in clip_parts])
+    base_rows = np.concatenate([r for r, _, _ in base_parts])
+    base_all = np.concatenate([lg for _, lg, _ in base_parts])
+    kinds = np.concatenate([[kind] * len(r) for r, _, kind in base_parts])
+    return {"clip": (clip_rows, clip_all), "baseline": (base_rows, base_all), "kinds": kinds}
+
+
+def report_modes(
+    data: Dataset,
+    head: EmotionHead,
+    rows: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    config: HeadConfig,
+    temperatures: tuple[float, float],
+) -> dict[str, Any]:
+    """Per-corpus metrics of ``rows`` per clip, and in balanced and skewed sessions with the baseline.
+
+    In sessions, the same clips are also scored alone, so the two modes are compared on the same clips.
+    """
+    z = standardise(data, rows, mean, std)
+    out: dict[str, Any] = {"clip": corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])}
+    for kind in ("balanced", "skewed"):
+        logits, where = session_logits(head, z, sessions(data, rows, kind, config.seed + 101), config.shrink)
+        out[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
+        out[f"clip_{kind}"] = corpus_metrics(clip_logits(head, z[where]), data, rows[where], temperatures[0])
+    return out
+
+
+def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_folds: int) -> dict[str, Any]:
+    """Inner folds (temperatures, cross-validated figures), then the head on every training speaker."""
+    from .common import fit_temperature
+
+    oof = out_of_fold(data, train_rows, config, inner_folds)
+    clip_rows, clip_all = oof["clip"]
+    base_rows, base_all = oof["baseline"]
+    t_clip = fit_temperature(restricted_logits(clip_all, data, clip_rows), data.y[clip_rows])
+    t_base = fit_temperature(restricted_logits(base_all, data, base_rows), data.y[base_rows])
+    inner = {
+        "clip": corpus_metrics(clip_all, data, clip_rows, t_clip),
+        "baseline": corpus_metrics(base_all, data, base_rows, t_base),
+        "baseline_skewed": corpus_metrics(
+            base_all[oof["kinds"] == "skewed"], data, base_rows[oof["kinds"] == "skewed"], t_base
+        ),
+    }
+    started = time.perf_counter()
+    head, mean, std = train_head(data, train_rows, config)
+    return {
+        "head": head,
+        "mean": mean,
+        "std": std,
+        "temperatures": (t_clip, t_base),
+        "inner": inner,
+        "train_seconds": time.perf_counter() - started,
+    }
+
+
+def _versions_for(data_clips: Sequence[Clip], test: set[str], augment_copies: int) -> list[list[int]]:
+    return [[0] if c.speaker in test else list(range(augment_copies + 1)) for c in data_clips]
+
+
+def _pad_versions(features: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """Clips with fewer versions (held-out ones: clean only) repeat their clean one; never trained on."""
+    most = max(len(f) for f in features)
+    return [f + [f[0]] * (most - len(f)) for f in features]
+
+
+def linear_probe(data: Dataset, train_rows: np.ndarray, test_rows: np.ndarray, seed: int) -> dict[str, Any]:
+    """The plain baseline on the same split: logistic regression on every state's clean statistics."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def design(rows: np.ndarray) -> np.ndarray:
+        return data.features[rows, 0].reshape(len(rows), -1).astype(np.float32)
+
+    scaler = StandardScaler().fit(design(train_rows))
+    model = LogisticRegression(max_iter=500, C=0.01, random_state=seed)
+    model.fit(scaler.transform(design(train_rows)), data.y[train_rows])
+    logits = np.full((len(test_rows), len(data.labels)), -1e4)
+    logits[:, model.classes_] = model.decision_function(scaler.transform(design(test_rows)))
+    return {k: v["ua"] for k, v in corpus_metrics(logits, data, test_rows, 1.0).items()}
+
+
+def fit(args: Any) -> dict[str, Any]:
+    """``train fit --kind encoder``: features, inner folds, the head, held-out report, files."""
+    import json
+    import platform
+    import shutil
+
+    from ..models.encoder import HEAD_FILE, HeadCheckpoint
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    encoder_dir = Path(args.encoder)
+    corpora = read_corpora(args.manifest)
+    labels = tuple(label for label in CANONICAL_LABELS if any(label in c.labels for c in corpora))
+    clips = [clip for corpus in corpora for clip in corpus.clips]
+    from .common import select_speakers
+
+    test = select_speakers(clips, args.test_speakers) if args.test_speakers else set()
+    features = extract(
+        clips, _versions_for(clips, test, args.augment), encoder_dir, seed=args.seed, workers=args.workers
+    )
+    data = build_dataset(corpora, _pad_versions(features), labels)
+    train_rows = np.array([i for i, c in enumerate(clips) if c.speaker not in test])
+    test_rows = np.array([i for i, c in enumerate(clips) if c.speaker in test])
+    config = HeadConfig(depth=args.depth, epochs=args.epochs, hidden=args.hidden, seed=args.seed)
+    fitted = fit_head(data, train_rows, config, args.inner_folds)
+    head, mean, std = fitted["head"], fitted["mean"], fitted["std"]
+    t_clip, t_base = fitted["temperatures"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = HeadCheckpoint(
+        labels=labels,
+        depth=config.depth,
+        mean=mean,
+        std=std,
+        state={k: v.clone() for k, v in head.state_dict().items()},
+        hidden=config.hidden,
+        temperature_clip=t_clip,
+        temperature_baseline=t_base,
+        shrink=config.shrink,
+        min_baseline=config.min_baseline,
+        version="",
+        licence=args.licence,
+        commercial_use=args.commercial_use,
+        attribution=args.attribution,
+    )
+    file = out / HEAD_FILE
+    checkpoint.to_file(file)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:8]
+    checkpoint.version = f"{args.version or 'whisper-base-head-1.0'}+{digest}"
+    checkpoint.to_file(file)
+    report: dict[str, Any] = {
+        "kind": "encoder",
+        "model_version": checkpoint.version,
+        "command": "python -m emotion_service.train " + " ".join(getattr(args, "argv", [])),
+        "manifests": [str(m) for m in args.manifest],
+        "corpora": {c.name: {"clips": len(c.clips), "labels": list(c.labels)} for c in corpora},
+        "labels": list(labels),
+        "test_speakers": sorted(test),
+        "train_speakers": sorted({c.speaker for c in clips} - test),
+        "config": dataclasses.asdict(config),
+        "augment_copies": args.augment,
+        "inner_folds": args.inner_folds,
+        "temperatures": {"clip": t_clip, "baseline": t_base},
+        "inner_validation": fitted["inner"],
+        "layer_weights": torch.softmax(head.layer_logits.detach(), 0).tolist(),
+        "licence": args.licence,
+        "commercial_use": args.commercial_use,
+        "attribution": args.attribution,
+        "encoder": str(encoder_dir),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "head_file_bytes": file.stat().st_size,
+    }
+    if len(test_rows):
+        report["test"] = report_modes(data, head, test_rows, mean, std, config, (t_clip, t_base))
+        report["test_linear_probe_ua"] = linear_probe(data, train_rows, test_rows, args.seed)
+    report["training_seconds"] = time.perf_counter() - started
+    (out / "metrics.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(render_card(report), encoding="utf-8")
+    if args.copy_encoder:
+        shutil.copytree(encoder_dir, out / "encoder", dirs_exist_ok=True)
+    return report
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _mode_rows(block: dict[str, Any], corpus: str) -> list[str]:
+    rows = []
+    names = {
+        "clip": "per clip (`/analyze` without `candidate_id`)",
+        "clip_balanced": "same clips as the row below, per clip",
+        "baseline_balanced": "baseline: all the speaker's clips",
+        "clip_skewed": "same clips as the row below, per clip",
+        "baseline_skewed": "baseline: sessions of 10 clips, 70% one emotion",
+    }
+    for mode, title in names.items():
+        m = block.get(mode, {}).get(corpus)
+        if m:
+            rows.append(f"| {title} | **{_pct(m['ua'])}** | {_pct(m['wa'])} | {m['ece']:.3f} | {m['clips']} |")
+    return rows
+
+
+def _confusion(m: dict[str, Any]) -> list[str]:
+    labels = m["labels"]
+    lines = ["| true \\ predicted | " + " | ".join(labels) + " | recall |", "|---" * (len(labels) + 2) + "|"]
+    for i, label in enumerate(labels):
+        row = m["confusion"][i]
+        recall = m["per_class_recall"].get(label)
+        lines.append(f"| {label} | " + " | ".join(map(str, row)) + f" | {'' if recall is None else _pct(recall)} |")
+    return lines
+
+
+def render_card(report: dict[str, Any]) -> str:
+    """MODEL_CARD.md of an encoder head, from its metrics.json."""
+    cfg = report["config"]
+    lines = [
+        f"# Model card: Whisper-base encoder + emotion head `{report['model_version']}`",
+        "",
+        "OpenAI Whisper `base`'s audio encoder (multilingual, 20.6M parameters, frozen, MIT) run on each clip's",
+        "real length; the mean and standard deviation of each of its hidden states over the clip feed a small",
+        "trained head: a learned weighting of the hidden states, then an MLP. The head has a per-clip path and a",
+        "baseline path that also reads how the clip differs from the speaker's usual voice (their running",
+        "feature statistics: `candidate_id`, or the clips of one `/batch_analyze` or job).",
+        "",
+        "## Data and licence",
+        "",
+    ]
+    for name, corpus in report["corpora"].items():
+        lines.append(f"- `{name}`: {corpus['clips']} clips, labels {', '.join(corpus['labels'])}.")
+    lines += [
+        f"- Outputs: {', '.join(report['labels'])}. Each corpus's loss sees only its own labels: a corpus without",
+        "  calm or surprised never teaches 'not calm' by omission.",
+        "- Held out for the report only (never used to choose anything): " + ", ".join(report["test_speakers"]) + ".",
+        f"- Licence of the head: **{report['licence']}**. Commercial use: {'yes' if report['commercial_use'] else 'no'}.",
+    ]
+    if report.get("attribution"):
+        lines.append(f"- Attribution: {report['attribution']}")
+    lines += [
+        "- The encoder's weights: OpenAI Whisper `base`, MIT licence (`whisper-base-encoder/LICENSE`, provenance in its README).",
+        "",
+        "## Recipe",
+        "",
+        f"- Encoder states used: {cfg['depth'] + 1} (input of layer 1 and the outputs of layers 1-{cfg['depth']});"
+        " learned weights: " + ", ".join(f"{w:.2f}" for w in report["layer_weights"]) + ".",
+        f"- Head: MLP {cfg['hidden']} hidden, dropout {cfg['dropout']}; AdamW one-cycle lr {cfg['learning_rate']},"
+        f" {cfg['epochs']} epochs, batch {cfg['batch_size']}, class-balanced loss, label smoothing {cfg['label_smoothing']},"
+        f" seed {cfg['seed']}.",
+        f"- Augmentation: {report['augment_copies']} degraded copies per training clip (speed, reverberation, microphone"
+        f" colouring, telephone band, noise, gain), applied before the encoder and cached; {_pct(cfg['clean_share'])}"
+        " of examples are clean.",
+        f"- Baselines in training: random subsets of 1-{cfg['max_baseline']} of the speaker's clips (the clip itself"
+        f" included), {_pct(cfg['skewed_share'])} of them skewed ({_pct(cfg['dominant_share'])} one emotion); the"
+        f" baseline mean is shrunk towards the population (sum / (clips + {cfg['shrink']:g})); below"
+        f" {cfg['min_baseline']} clips the per-clip path answers.",
+        f"- Calibration: one temperature per path, fitted (NLL) on {report['inner_folds']} speaker-independent inner"
+        f" folds of the training speakers: clip {report['temperatures']['clip']:.3f}, baseline"
+        f" {report['temperatures']['baseline']:.3f}.",
+        f"- Training time: {report['training_seconds'] / 60:.1f} min on {report['machine']} (encoder features cached;"
+        " the first run also encodes every clip).",
+        "",
+        "## Inner cross-validation (training speakers, out of fold)",
+        "",
+        "| corpus | per clip UA | with baseline UA | skewed sessions UA |",
+        "|---|---|---|---|",
+    ]
+    inner = report["inner_validation"]
+    for corpus in inner["clip"]:
+        lines.append(
+            f"| {corpus} | {_pct(inner['clip'][corpus]['ua'])} | {_pct(inner['baseline'][corpus]['ua'])} |"
+            f" {_pct(inner['baseline_skewed'][corpus]['ua'])} |"
+        )
+    test = report.get("test")
+    if test:
+        lines += [
+            "",
+            "## Held-out speakers",
+            "",
+            "UA = mean per-class recall; ECE over 10 bins of the top label's confidence.",
+            "",
+        ]
+        for corpus in test["clip"]:
+            probe = report.get("test_linear_probe_ua", {}).get(corpus)
+            lines += [
+                f"### {corpus} ({len(report['corpora'][corpus]['labels'])} classes)",
+                "",
+                "| mode | UA | WA | ECE | clips |",
+                "|---|---|---|---|---|",
+                *_mode_rows(test, corpus),
+                "",
+                f"Linear probe on the same split (logistic regression, all states' statistics, per clip): UA {_pct(probe)}."
+                if probe is not None
+                else "",
+                "",
+                "Confusion, per clip:",
+                "",
+                *_confusion(test["clip"][corpus]),
+                "",
+                "Confusion, with the baseline (all the speaker's clips):",
+                "",
+                *_confusion(test["baseline_balanced"][corpus]),
+                "",
+            ]
+    lines += [
+        "## Reproduce",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        "All numbers here are in `metrics.json` beside this card.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_audio_of(clip: Clip) -> np.ndarray:
+    return read_audio(clip.path)
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``train evaluate`` of a head folder: per clip and with baselines, per corpus, through the serving model.
+
+    The clips go through :class:`EncoderModel` exactly as in the service (``--quantize int8`` for
+    the int8 encoder), not through the training cache.
+    """
+    from ..models.encoder import EncoderModel
+    from .common import select_speakers
+
+    torch.set_num_threads(args.threads)
+    model = EncoderModel.load(args.model, encoder_dir=args.encoder, quantize=args.quantize)
+    corpora = read_corpora(args.manifest)
+    clips = [clip for corpus in corpora for clip in corpus.clips]
+    if args.speakers:
+        chosen = select_speakers(clips, args.speakers)
+        corpora = [Corpus(c.name, [x for x in c.clips if x.speaker in chosen], c.labels) for c in corpora]
+        clips = [clip for corpus in corpora for clip in corpus.clips]
+    labels = model.labels
+    unknown = sorted({c.label for c in clips} - set(labels))
+    if unknown:
+        raise ValueError(f"the model cannot output {unknown}; evaluate it on corpora whose labels it knows")
+    if args.speech_only:
+        from ..audio.segmentation import SegmentOptions, speech_only
+
+        def audio_of(clip: Clip) -> np.ndarray:
+            return speech_only(read_audio(clip.path), SegmentOptions(vad="energy"))
+    else:
+        audio_of = read_audio_of
+    z = np.concatenate([model.standardised([audio_of(c)]) for c in clips])
+    data = Dataset(
+        clips=clips,
+        corpus=np.array([k for k, corpus in enumerate(corpora) for _ in corpus.clips]),
+        y=np.array([labels.index(c.label) for c in clips]),
+        speaker=np.unique([c.speaker for c in clips], return_inverse=True)[1],
+        features=np.zeros((len(clips), 1, 1, 1), dtype=np.float16),
+        mask=np.array([[label in corpus.labels for label in labels] for corpus in corpora for _ in corpus.clips]),
+        labels=labels,
+        corpora=corpora,
+    )
+    rows = np.arange(len(clips))
+    head, checkpoint = model.head, model.checkpoint
+    temperatures = (checkpoint.temperature_clip, checkpoint.temperature_baseline)
+    result: dict[str, Any] = {
+        "model": model.info.version,
+        "dtype": model.info.extra["dtype"],
+        "speech_only": bool(args.speech_only),
+    }
+    result["clip"] = corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])
+    for kind in ("balanced", "skewed"):
+        logits, where = session_logits(head, z, sessions(data, rows, kind, args.seed + 101), checkpoint.shrink)
+        result[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
+    return result

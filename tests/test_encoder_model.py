@@ -1,0 +1,216 @@
+"""The encoder model: our Whisper encoder against transformers', the head, int8, windows, loading.
+
+Tiny encoders of the real class (``transformers``' ``WhisperEncoder``, 1 s of positions) are built
+and saved by the tests themselves; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import WhisperConfig, WhisperFeatureExtractor
+from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
+
+from emotion_service.config import ModelSpec
+from emotion_service.labels import CANONICAL_LABELS
+from emotion_service.models.base import BaselineStats
+from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint
+from emotion_service.models.registry import BACKENDS
+from emotion_service.models.whisper_encoder import WhisperEncoder, windows
+
+from .signals import voice_like
+
+RATE = 16_000
+
+
+def tiny_config() -> WhisperConfig:
+    return WhisperConfig(
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        num_mel_bins=80,
+        max_source_positions=50,  # 1 s
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=64,
+    )
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    """A tiny Whisper encoder saved as the shipped one is: config.json + fp16 model.safetensors."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    reference = HFWhisperEncoder(config).eval()
+    folder = tmp_path_factory.mktemp("encoder")
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    save_file({k: v.half().contiguous() for k, v in reference.state_dict().items()}, str(folder / "model.safetensors"))
+    return folder
+
+
+def _reference(encoder_dir) -> HFWhisperEncoder:
+    from safetensors.torch import load_file
+
+    reference = HFWhisperEncoder(tiny_config()).eval()
+    reference.load_state_dict({k: v.float() for k, v in load_file(str(encoder_dir / "model.safetensors")).items()})
+    return reference
+
+
+def test_our_encoder_computes_what_transformers_computes(encoder_dir):
+    ours = WhisperEncoder.load(encoder_dir)
+    signal = voice_like(1.0, f0=180.0, seed=1)
+    mel, lengths = ours.features([signal])
+    extractor = WhisperFeatureExtractor(feature_size=80, chunk_length=1, n_samples=RATE)
+    theirs_mel = torch.from_numpy(extractor(signal, sampling_rate=RATE, return_tensors="np").input_features)
+    assert mel.shape == theirs_mel.shape == (1, 80, 100)
+    assert torch.allclose(mel, theirs_mel, atol=1e-4)
+    with torch.inference_mode():
+        expected = _reference(encoder_dir)(theirs_mel, output_hidden_states=True).hidden_states
+        got = ours(theirs_mel, lengths)
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_a_clip_in_a_batch_gets_what_it_gets_alone(encoder_dir):
+    ours = WhisperEncoder.load(encoder_dir)
+    short, long = voice_like(0.4, seed=2), voice_like(0.9, f0=220.0, seed=3)
+    with torch.inference_mode():
+        together = ours.pooled([short, long])
+        alone = torch.cat([ours.pooled([short]), ours.pooled([long])])
+    assert together.shape == (2, 3, 128)
+    assert torch.allclose(together, alone, atol=1e-4)
+
+
+def test_a_shallower_encoder_stops_early(encoder_dir):
+    full, shallow = WhisperEncoder.load(encoder_dir), WhisperEncoder.load(encoder_dir, depth=1)
+    clip = voice_like(0.8, seed=4)
+    with torch.inference_mode():
+        a, b = full.pooled([clip]), shallow.pooled([clip])
+    assert len(shallow.layers) == 1 and b.shape == (1, 2, 128)
+    assert torch.allclose(a[:, :2], b, atol=1e-5)
+
+
+def test_a_folder_that_is_not_an_encoder_is_refused(tmp_path, encoder_dir):
+    (tmp_path / "config.json").write_text((encoder_dir / "config.json").read_text())
+    save_file({"something.else": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="is not a Whisper encoder"):
+        WhisperEncoder.load(tmp_path)
+
+
+def test_windows_cover_long_audio_with_overlap():
+    assert windows(RATE, 30.0) == [(0, RATE)]
+    spans = windows(70 * RATE, 30.0)
+    assert spans[0][0] == 0 and spans[-1][1] == 70 * RATE
+    assert all(end - start == 30 * RATE for start, end in spans)
+    assert all(b[0] <= a[1] - 0.25 * 30 * RATE for a, b in zip(spans, spans[1:], strict=False))
+
+
+def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0) -> HeadCheckpoint:
+    """A random head over the tiny encoder, with the standardisation of a few generated clips."""
+    torch.manual_seed(seed)
+    encoder = WhisperEncoder.load(encoder_dir)
+    with torch.inference_mode():
+        pooled = encoder.pooled([voice_like(0.5 + 0.08 * i, f0=120.0 + 30 * i, seed=i) for i in range(6)]).numpy()
+    head = EmotionHead(3, 128, len(labels), hidden=16)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.5)
+    return HeadCheckpoint(
+        labels=tuple(labels),
+        depth=2,
+        mean=pooled.mean(0),
+        std=pooled.std(0) + 1e-3,
+        state=head.state_dict(),
+        hidden=16,
+        temperature_clip=1.2,
+        temperature_baseline=0.9,
+        min_baseline=3,
+        version="tiny-1",
+        licence="MIT (test)",
+        commercial_use=True,
+        attribution="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory, encoder_dir):
+    folder = tmp_path_factory.mktemp("head")
+    head_checkpoint(encoder_dir).to_file(folder / "head.pt")
+    return folder
+
+
+def test_the_model_answers_through_the_common_interface(head_dir, encoder_dir):
+    model = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
+    clips = [voice_like(0.7, f0=140.0 + 40 * i, seed=10 + i) for i in range(4)]
+    outputs = model.process_signals(clips)
+    assert len(outputs) == 4
+    for output in outputs:
+        assert set(output.probabilities) == set(CANONICAL_LABELS)
+        assert abs(sum(output.probabilities.values()) - 1) < 1e-5
+    assert model.info.version == "tiny-1" and model.info.commercial_use and model.info.extra["dtype"] == "fp32"
+    # One clip alone is what it is in a batch of independent clips.
+    alone = model(clips[0], RATE)
+    assert alone.probabilities == pytest.approx(outputs[0].probabilities, abs=1e-5)
+    # A session of one speaker is judged against its own baseline: different answers.
+    session = model.process_signals(clips, same_speaker=True)
+    assert any(
+        abs(session[i].probabilities[label] - outputs[i].probabilities[label]) > 1e-3
+        for i in range(4)
+        for label in CANONICAL_LABELS
+    )
+
+
+def test_a_young_baseline_is_not_used(head_dir, encoder_dir):
+    model = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
+    clips = [voice_like(0.7, f0=150.0 + 20 * i, seed=20 + i) for i in range(2)]
+    features = model.standardised(clips)
+    young = BaselineStats.of(features)  # 2 clips, the head needs 3
+    assert model.score(features, young)[0].probabilities == pytest.approx(model.score(features)[0].probabilities)
+    grown = young + BaselineStats.of(model.standardised([voice_like(0.8, f0=300.0, seed=30)]))
+    assert model.score(features, grown)[0].probabilities != pytest.approx(model.score(features)[0].probabilities)
+
+
+def test_long_audio_goes_through_in_windows(head_dir, encoder_dir):
+    model = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
+    assert model.encoder.max_seconds == pytest.approx(1.0)
+    long = np.concatenate([voice_like(1.0, f0=150.0, seed=40), voice_like(1.5, f0=260.0, seed=41)])
+    features = model.standardised([long])
+    spans = windows(len(long), model.encoder.max_seconds)
+    assert len(spans) == 3  # 2.5 s in 1 s windows overlapping by at least a quarter
+    expected = np.mean([model.standardised([long[start:end]])[0] for start, end in spans], axis=0)
+    assert features.shape == (1, 3, 128)
+    assert np.allclose(features[0], expected, atol=2e-4)
+
+
+def test_int8_stays_close_to_fp32(head_dir, encoder_dir):
+    fp32 = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
+    int8 = EncoderModel.load(head_dir, encoder_dir=encoder_dir, quantize="int8")
+    assert int8.info.extra["dtype"] == "int8"
+    clips = [voice_like(0.9, f0=130.0 + 25 * i, seed=50 + i) for i in range(3)]
+    a, b = fp32.standardised(clips).ravel(), int8.standardised(clips).ravel()
+    assert float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+
+
+def test_the_registry_loads_an_encoder_model(head_dir, encoder_dir):
+    spec = ModelSpec(
+        name="tiny_encoder",
+        display_name="Tiny encoder",
+        backend="encoder",
+        source=str(head_dir),
+        encoder=str(encoder_dir),
+        licence="MIT",
+    )
+    model = BACKENDS["encoder"](spec, None, "cpu", "none")
+    assert model.info.name == "tiny_encoder" and model.info.display_name == "Tiny encoder"
+    assert model(voice_like(0.7, seed=60), RATE).top_label in CANONICAL_LABELS
+
+
+def test_a_missing_head_says_how_to_train_one(tmp_path, encoder_dir):
+    with pytest.raises(FileNotFoundError, match="emotion_service.train fit --kind encoder"):
+        EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
