@@ -55,6 +55,7 @@ from .training.common import (  # noqa: F401  (re-exported: the trainers' shared
     softmax,
     split_validation,
 )
+from .training.encoder import HeadConfig
 
 logger = logging.getLogger("emotion_service.train")
 
@@ -629,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation folds for the calibration temperature (cnn 1, encoder 4)",
     )
     fit_p.add_argument("--seed", type=int, default=0)
-    fit_p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    fit_p.add_argument("--augment", type=int, default=TrainConfig.n_augment, help="degraded copies per clip")
+    fit_p.add_argument("--epochs", type=int, default=None, help="default: cnn 60, encoder 20")
+    fit_p.add_argument("--augment", type=int, default=None, help="degraded copies per clip (default: cnn 4, encoder 2)")
     fit_p.add_argument("--mixup", type=float, default=TrainConfig.mixup, help="mixup alpha (0: off)")
     fit_p.add_argument("--clean-share", type=float, default=TrainConfig.clean_share, help="share of clean examples")
     fit_p.add_argument("--device", default="cpu", help="torch device for training (cpu reproduces the shipped file)")
@@ -670,8 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    if args.command == "fit" and args.inner_folds is None:
-        args.inner_folds = 4 if args.kind == "encoder" else 1
+    if args.command == "fit":
+        encoder = args.kind == "encoder"
+        args.inner_folds = (4 if encoder else 1) if args.inner_folds is None else args.inner_folds
+        args.epochs = (HeadConfig.epochs if encoder else TrainConfig.epochs) if args.epochs is None else args.epochs
+        args.augment = (2 if encoder else TrainConfig.n_augment) if args.augment is None else args.augment
     if args.command == "fit" and args.kind == "encoder":
         report = encoder_training.fit(args)
         print(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from ..analysis.analyzer import SegmentOutcome, SessionResult, SpeechEmotionAnalyzer
+from ..analysis.analyzer import SegmentOutcome, SessionResult
 from ..config import Settings
 from ..errors import ServiceError
 from ..views import analysis_json, session_json
 from . import metrics
 from .requests import (
     batch_segments_from_request,
+    current_analyzer,
     envelope,
     request_candidate_id,
     request_lang,
@@ -25,16 +26,12 @@ MESSAGES = {
 bp = Blueprint("analysis", __name__)
 
 
-def _analyzer() -> SpeechEmotionAnalyzer:
-    return current_app.config["ANALYZER"]
-
-
 @bp.post("/analyze")
 def analyze():
     lang = request_lang()
     candidate_id = request_candidate_id()
     audio = single_audio_from_request()
-    result = _analyzer().analyze(audio, lang=lang, candidate_id=candidate_id)
+    result = current_analyzer().analyze(audio, lang=lang, candidate_id=candidate_id)
     metrics.record_analysis(result)
     return envelope(True, MESSAGES["ok"][lang], analysis_json(result, lang))
 
@@ -48,7 +45,7 @@ def batch_analyze():
     metrics.record_batch(len(items))
     # Segments that failed to arrive (bad base64, too large) keep their place in the response.
     arrived = [index for index, item in enumerate(items) if isinstance(item, bytes)]
-    session = _analyzer().analyze_session([items[i] for i in arrived], lang=lang, candidate_id=candidate_id)
+    session = current_analyzer().analyze_session([items[i] for i in arrived], lang=lang, candidate_id=candidate_id)
     outcomes: list[SegmentOutcome] = [
         SegmentOutcome(index=index, error=item) for index, item in enumerate(items) if isinstance(item, ServiceError)
     ]

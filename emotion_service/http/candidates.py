@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
-from ..analysis.analyzer import SpeechEmotionAnalyzer
 from ..analysis.baselines import MAX_CANDIDATE_ID
 from ..errors import InvalidRequest
-from .requests import envelope, request_lang
+from .requests import current_analyzer, envelope, request_lang
 
 MESSAGES = {
     "deleted": {"zh": "候选人基线已删除", "en": "The candidate's baseline was deleted"},
@@ -27,8 +26,7 @@ def delete_candidate(candidate_id: str):
             f"The candidate id must be 1 to {MAX_CANDIDATE_ID} printable characters, as sent in 'candidate_id'.",
             error_code="INVALID_CANDIDATE_ID",
         )
-    analyzer: SpeechEmotionAnalyzer = current_app.config["ANALYZER"]
-    deleted = analyzer.forget_candidate(candidate_id)
+    deleted = current_analyzer().forget_candidate(candidate_id)
     return envelope(True, MESSAGES["deleted" if deleted else "absent"][lang], {"deleted": deleted})
 
 

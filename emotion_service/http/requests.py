@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from flask import Request, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
+from ..analysis.analyzer import SpeechEmotionAnalyzer
 from ..analysis.baselines import MAX_CANDIDATE_ID
 from ..audio.decode import AudioLimits, decode_base64
 from ..config import LANGS
@@ -74,6 +75,11 @@ def request_lang() -> str:
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def current_analyzer() -> SpeechEmotionAnalyzer:
+    """The app's analyzer."""
+    return current_app.config["ANALYZER"]
 
 
 def _limits() -> AudioLimits:

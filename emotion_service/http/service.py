@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from .. import __version__
-from ..analysis.analyzer import SpeechEmotionAnalyzer
 from . import metrics
 from .console import page as console_page
 from .console import wants_html
-from .requests import envelope, request_lang
+from .requests import current_analyzer, envelope, request_lang
 
 MESSAGES = {
     "healthy": {"zh": "服务运行正常", "en": "Service is healthy"},
@@ -19,10 +18,6 @@ MESSAGES = {
 }
 
 bp = Blueprint("service", __name__)
-
-
-def _analyzer() -> SpeechEmotionAnalyzer:
-    return current_app.config["ANALYZER"]
 
 
 @bp.get("/")
@@ -51,7 +46,7 @@ def index():
 
 @bp.get("/health")
 def health():
-    analyzer = _analyzer()
+    analyzer = current_analyzer()
     lang = request_lang()
     models = [
         {

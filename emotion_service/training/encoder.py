@@ -210,7 +210,7 @@ class HeadConfig:
     depth: int = 6
     hidden: int = 256
     dropout: float = 0.3
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
