@@ -214,3 +214,18 @@ def test_the_registry_loads_an_encoder_model(head_dir, encoder_dir):
 def test_a_missing_head_says_how_to_train_one(tmp_path, encoder_dir):
     with pytest.raises(FileNotFoundError, match="emotion_service.train fit --kind encoder"):
         EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
+
+
+def test_long_audio_goes_through_in_bounded_batches(head_dir, encoder_dir, monkeypatch):
+    from emotion_service.models import encoder as encoder_module
+
+    model = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
+    long = np.concatenate([voice_like(1.0, f0=120.0 + 20 * i, seed=70 + i) for i in range(4)])
+    whole = model.standardised([long])
+    sizes = []
+    real = model.encoder.pooled
+    monkeypatch.setattr(model.encoder, "pooled", lambda pieces: sizes.append(len(pieces)) or real(pieces))
+    monkeypatch.setattr(encoder_module, "BATCH_SECONDS", 2.0)
+    batched = model.standardised([long])
+    assert sizes == [2, 2, 1]  # 5 one-second windows, at most 2 s of audio per forward pass
+    assert np.allclose(whole, batched, atol=2e-4)

@@ -110,6 +110,7 @@ class RedisBaselineStore:
         self.on_error = on_error
         self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._errors = (redis.RedisError, OSError)
+        self._watch_error = redis.WatchError
 
     def key(self, candidate_id: str) -> str:
         if self.secret is None:
@@ -165,12 +166,6 @@ class RedisBaselineStore:
                         continue
         except self._errors as exc:
             self._failed(exc)
-
-    @property
-    def _watch_error(self) -> type[Exception]:
-        import redis
-
-        return redis.WatchError
 
     def delete(self, models: Iterable[str], key: str) -> bool:
         names = [self._name(model, key) for model in models]

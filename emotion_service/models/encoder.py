@@ -31,6 +31,7 @@ from .whisper_encoder import WhisperEncoder, windows
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "head.pt"
+BATCH_SECONDS = 60.0  # audio per encoder forward pass (bounds its memory)
 ENCODER_FOLDER = "encoder"  # in a head's folder: the encoder it was trained on, unless shipped elsewhere
 
 
@@ -230,8 +231,18 @@ class EncoderModel(EmotionModel):
                 pieces.append(signal[start:end])
                 owner.append(index)
                 weight.append(end - start)
+        # At most BATCH_SECONDS of audio per forward pass: a 10-minute clip is 27 windows, whose
+        # hidden states and attention at once would take gigabytes.
+        batches, current, seconds = [], [], 0.0
+        for piece in pieces:
+            if current and seconds + len(piece) / SAMPLING_RATE > BATCH_SECONDS:
+                batches.append(current)
+                current, seconds = [], 0.0
+            current.append(piece)
+            seconds += len(piece) / SAMPLING_RATE
+        batches.append(current)
         with torch.inference_mode():
-            pooled = self.encoder.pooled(pieces).float()
+            pooled = torch.cat([self.encoder.pooled(batch).float() for batch in batches])
             z = ((pooled - self.mean) / self.std).cpu().numpy()
         out = np.zeros((len(signals), *z.shape[1:]), dtype=np.float32)
         totals = np.zeros(len(signals))
