@@ -3,7 +3,7 @@
     python bench/hostile_run.py                 # 10,254 cases (about 45 s on 2 cores)
     python bench/hostile_run.py --scale 0.1     # a tenth of each part
 
-Three parts, every case bounded in time:
+Four parts, every case bounded in time:
 - ``api``: schemathesis over every operation of /openapi.json, valid and invalid (POSITIVE and
   NEGATIVE) requests with a valid key, in process over WSGI with the tests' stand-in model;
   every answer must be < 500 and conform to the document (status, content type, schema).
@@ -14,6 +14,10 @@ Three parts, every case bounded in time:
 - ``http``: multipart and JSON abuse through the app: random boundaries, part counts, names,
   file names, headers and content types; random, deep and huge JSON; base64 of random and
   mutated audio; sent to /analyze, /batch_analyze and /jobs, each answer a 4xx/2xx envelope.
+- ``stream``: hostile conversations on the /stream WebSocket (junk or wrong JSON first, starts
+  with hostile fields, audio before the start, odd-length PCM, a frame over the limit, text that
+  is not JSON mid-stream, random bytes announced as WebM); each must end with a close frame in
+  time, every error message carries an ``error_code``, and /health answers afterwards.
 
 Prints the totals per part, the slowest case, peak memory (this process and its children) and
 every 5xx, crash or hang; the last line is one JSON object. Exit status 1 when any was found.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import random
@@ -379,6 +384,76 @@ def run_http(app, count: int, report) -> dict:  # type: ignore[no-untyped-def]
     return stats
 
 
+def stream_case(index: int, rng: random.Random) -> tuple[str, list[tuple[str, bytes | str]]]:
+    """A hostile conversation on /stream: what is sent, message by message (kind, payload)."""
+    start = {"type": "start", "sample_rate": 16000, "format": "pcm16", "lang": "en"}
+    kind = index % 8
+    if kind == 0:  # junk text first
+        return "junk text", [("text", "".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(1, 200))))]
+    if kind == 1:  # JSON that is not a start
+        return "wrong json", [("text", json.dumps(_json_value(rng)))]
+    if kind == 2:  # a start with hostile fields
+        bad = dict(start)
+        bad[rng.choice(list(bad))] = _json_value(rng)
+        audio = bytes(rng.randrange(256) for _ in range(3200))
+        return "bad start", [("text", json.dumps(bad)), ("binary", audio), ("text", '{"type": "stop"}')]
+    if kind == 3:  # audio before the start
+        return "binary first", [("binary", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 5000))))]
+    if kind == 4:  # odd-length and random PCM, then stop
+        frames = [("binary", bytes(rng.randrange(256) for _ in range(rng.choice((1, 3, 333, 6401))))) for _ in range(5)]
+        return "odd pcm", [("text", json.dumps(start)), *frames, ("text", '{"type": "stop"}')]
+    if kind == 5:  # a frame over the limit
+        return "huge frame", [("text", json.dumps(start)), ("binary", b"\x00" * (2 << 20))]
+    if kind == 6:  # text that is not JSON in the middle
+        return "junk mid-stream", [("text", json.dumps(start)), ("binary", b"\x00\x01" * 800), ("text", "{not json")]
+    webm = dict(start, format="webm")  # random bytes announced as WebM
+    return "bad webm", [("text", json.dumps(webm)), ("binary", bytes(rng.randrange(256) for _ in range(4000))),
+                        ("text", '{"type": "stop"}')]  # fmt: skip
+
+
+def run_stream(app, count: int, report) -> dict:  # type: ignore[no-untyped-def]
+    """Hostile conversations on the /stream WebSocket: each must end with a close, never hang or 5xx."""
+    import websocket
+
+    from tests.stream_client import serving
+
+    rng = random.Random(0)
+    stats = {"cases": 0, "close_codes": {}, "slowest": (0.0, "")}
+    with serving(app) as url:
+        for index in range(count):
+            kind, messages = stream_case(index, rng)
+            started = time.perf_counter()
+            code = None
+            try:
+                ws = websocket.create_connection(url + "/stream", header=[f"X-API-Key: {KEY}"], timeout=CASE_SECONDS)
+                for what, payload in messages:
+                    with contextlib.suppress(websocket.WebSocketException, OSError):  # closed early: fine
+                        ws.send_binary(payload) if what == "binary" else ws.send(payload)
+                while True:
+                    frame = ws.recv_frame()
+                    if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                        code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
+                        break
+                    if frame.opcode == websocket.ABNF.OPCODE_TEXT:
+                        message = json.loads(frame.data.decode("utf-8"))
+                        if message.get("type") == "error" and not message.get("error_code"):
+                            report("stream", f"case {index} ({kind}): an error without error_code")
+                ws.close()
+            except (websocket.WebSocketTimeoutException, TimeoutError):
+                report("stream", f"case {index} ({kind}): no close within {CASE_SECONDS} s (a hang)")
+            except (websocket.WebSocketException, OSError, ValueError) as exc:
+                report("stream", f"case {index} ({kind}): {type(exc).__name__}: {exc}")
+            elapsed = time.perf_counter() - started
+            stats["cases"] += 1
+            stats["close_codes"][str(code)] = stats["close_codes"].get(str(code), 0) + 1
+            if elapsed > stats["slowest"][0]:
+                stats["slowest"] = (elapsed, f"stream case {index}: {kind} -> close {code}")
+        health = app.test_client().get("/health")
+        if health.status_code != 200:
+            report("stream", f"/health answered {health.status_code} after the stream cases")
+    return stats
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--decode-child"]:
         _decode_child(int(sys.argv[2]), int(sys.argv[3]))
@@ -388,6 +463,7 @@ def main() -> int:
     parser.add_argument("--api-per-operation", type=int, default=250, help="schemathesis cases per operation and mode")
     parser.add_argument("--decoder", type=int, default=5000, help="decoder cases")
     parser.add_argument("--http", type=int, default=2500, help="multipart and JSON cases")
+    parser.add_argument("--stream", type=int, default=400, help="hostile conversations on the /stream WebSocket")
     args = parser.parse_args()
     import logging
 
@@ -411,6 +487,10 @@ def main() -> int:
             parts["http"] = run_http(app, max(1, int(args.http * args.scale)), report)
             parts["http"]["wall_s"] = round(time.monotonic() - t, 1)
             print(f"http: {parts['http']['cases']} cases, statuses {parts['http']['statuses']}", flush=True)
+            t = time.monotonic()
+            parts["stream"] = run_stream(app, max(1, int(args.stream * args.scale)), report)
+            parts["stream"]["wall_s"] = round(time.monotonic() - t, 1)
+            print(f"stream: {parts['stream']['cases']} cases, close codes {parts['stream']['close_codes']}", flush=True)
         finally:
             app.extensions["emotion_jobs"].close()
     t = time.monotonic()

@@ -21,5 +21,5 @@ def test_a_small_hostile_run_finds_no_5xx_crash_or_hang():
     assert summary["total_cases"] >= 200
     parts = summary["parts"]
     assert len(parts["api"]["operations"]) == 8 and parts["api"]["cases"] >= 15  # every operation but the WebSocket
-    assert parts["decoder"]["cases"] == 100 and parts["http"]["cases"] == 50
+    assert parts["decoder"]["cases"] == 100 and parts["http"]["cases"] == 50 and parts["stream"]["cases"] == 8
     assert summary["slowest"]["seconds"] < 10

@@ -74,6 +74,7 @@ def _operation() -> dict[str, Any]:
                     for status, text in {
                         "400": "Bad candidate id (INVALID_CANDIDATE_ID) or lang",
                         "401": "Missing or wrong X-API-Key (UNAUTHORIZED)",
+                        "404": "No candidate id in the path (NOT_FOUND)",
                         "429": "Rate limit reached (RATE_LIMITED)",
                         "503": "The baseline store (Redis) cannot be reached (BASELINES_UNAVAILABLE)",
                     }.items()

@@ -20,6 +20,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g
@@ -180,7 +181,7 @@ def _serve(ws: Server, streams: Streams) -> str:
             },
         )
         while True:
-            message = ws.receive(timeout=streams.limits.idle_seconds)
+            message = _receive(ws, streams.limits.idle_seconds)
             if message is None:
                 raise _idle(streams)
             if isinstance(message, bytes | bytearray):
@@ -231,8 +232,27 @@ def _idle(streams: Streams) -> StreamError:
     )
 
 
+def _receive(ws: Server, seconds: float) -> bytes | str | None:
+    """The next message, or None after ``seconds`` of silence; ConnectionClosed once the socket is.
+
+    Waits in steps of at most a second: when simple-websocket closes a connection itself (a
+    message over ``max_message_size``: 1009), it can wake a waiting ``receive`` before it marks
+    the socket closed, and that ``receive`` would then wait out the whole idle timeout, holding
+    one of the MAX_STREAMS slots for nothing (found by bench/hostile_run.py).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        message = ws.receive(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+        if message is not None:
+            return message
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        if time.monotonic() >= deadline:
+            return None
+
+
 def _receive_start(ws: Server, streams: Streams) -> StreamStart:
-    message = ws.receive(timeout=streams.limits.idle_seconds)
+    message = _receive(ws, streams.limits.idle_seconds)
     if message is None:
         raise _idle(streams)
     if not isinstance(message, str):
