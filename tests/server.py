@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import requests
+from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +119,17 @@ def redis_server(port: int, directory: Path) -> Iterator[subprocess.Popen]:
             os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM until continued
             process.terminate()
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def threaded(app, scheme: str = "http") -> Iterator[str]:
+    """``app`` on werkzeug's threaded server on a loopback port (a real socket, a thread per
+    request); yields its base URL (``scheme`` ``http`` or ``ws``)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import websocket
-from werkzeug.serving import make_server
 
+from .server import threaded
 from .signals import RATE, voice_like
 
 
@@ -30,17 +28,9 @@ def pcm16(signal: np.ndarray) -> bytes:
     return (np.clip(signal, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
+def serving(app) -> contextlib.AbstractContextManager[str]:
     """Serve ``app`` on a loopback port with werkzeug's threaded server; yield its ws:// URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"ws://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    return threaded(app, "ws")
 
 
 OPENED: list[websocket.WebSocket] = []

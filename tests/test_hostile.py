@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import re
@@ -33,7 +32,6 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from werkzeug.serving import make_server
 
 from emotion_service.analysis.analyzer import SpeechEmotionAnalyzer
 from emotion_service.analysis.batching import BatchOptions
@@ -41,7 +39,7 @@ from emotion_service.audio.decode import AudioLimits
 from emotion_service.http.app import create_app
 
 from .conftest import StandInModel
-from .server import ROOT, free_port, running
+from .server import ROOT, free_port, running, threaded
 from .signals import encode, voice_like, wav
 from .test_audio import pyav_encode, tone
 
@@ -367,19 +365,6 @@ class SlowModel(StandInModel):
         return super().process_signals(signals, sampling_rate, same_speaker=same_speaker)
 
 
-@contextlib.contextmanager
-def _serve(app) -> Iterator[str]:
-    """The app on a threaded HTTP server on loopback (a real socket, one thread per request)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-
-
 def _burst(url: str, count: int, body: dict) -> list[tuple[requests.Response, float]]:
     """``count`` clients post at the same moment; each response with its latency."""
     barrier = threading.Barrier(count)
@@ -414,7 +399,7 @@ def test_beyond_the_queue_requests_are_refused_at_once_with_retry_after(settings
     )  # fmt: skip
     app = create_app(replace(settings, rate_limits="off"), analyzer)
     body = {"audio_data": base64.b64encode(wav(1.0)).decode()}
-    with _serve(app) as url:
+    with threaded(app) as url:
         results = _burst(url, 10, body)
         refused = [(r, t) for r, t in results if r.status_code == 503]
         served = [(r, t) for r, t in results if r.status_code == 200]
@@ -433,7 +418,7 @@ def test_beyond_the_queue_requests_are_refused_at_once_with_retry_after(settings
 def test_beyond_the_rate_limit_requests_are_refused_at_once_with_retry_after(settings, analyzer):
     app = create_app(replace(settings, rate_limits="3/minute"), analyzer)
     body = {"audio_data": base64.b64encode(wav(1.0)).decode()}
-    with _serve(app) as url:
+    with threaded(app) as url:
         results = _burst(url, 8, body)
         statuses = sorted(r.status_code for r, _ in results)
         assert statuses == [200] * 3 + [429] * 5, statuses
