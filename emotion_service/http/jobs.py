@@ -27,7 +27,14 @@ from ..jobs.factory import open_backend
 from ..jobs.store import STORE_FILE, JobBackend, JobNotFound, JobStatus, JobTask, job_directory, job_json, valid_job_id
 from ..jobs.task import run_job
 from ..jobs.webhooks import WebhookPolicy, notifier
-from .requests import envelope, json_body, request_candidate_id, request_lang, single_audio_from_request
+from .requests import (
+    current_analyzer,
+    envelope,
+    json_body,
+    request_candidate_id,
+    request_lang,
+    single_audio_from_request,
+)
 from .schemas import ERROR_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -143,7 +150,7 @@ def _options(lang: str) -> dict[str, Any]:
     candidate_id = request_candidate_id()
     if candidate_id is not None:
         # The job record keeps the keyed hash the baseline store uses, never the platform's id.
-        key = current_app.config["ANALYZER"].candidate_key(candidate_id)
+        key = current_analyzer().candidate_key(candidate_id)
         if key is not None:
             options["candidate_key"] = key
     return options
@@ -180,7 +187,7 @@ def submit():
     audio = single_audio_from_request()
     options = _options(lang)
     webhook_url = _webhook_url()
-    check_container(audio, current_app.config["ANALYZER"].limits)  # decoding is the job's
+    check_container(audio, current_analyzer().limits)  # decoding is the job's
     job = _jobs().backend.submit(audio, options, webhook_url)
     del audio
     status_url = url_for("jobs.status", job_id=job.id)

@@ -83,7 +83,7 @@ def current_analyzer() -> SpeechEmotionAnalyzer:
 
 
 def _limits() -> AudioLimits:
-    return current_app.config["ANALYZER"].limits
+    return current_analyzer().limits
 
 
 def _read_upload(storage: Any, what: str) -> bytes:
