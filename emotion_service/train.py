@@ -649,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--hidden", type=int, default=256, help="hidden units of the head (--kind encoder)")
     fit_p.add_argument("--attribution", default="", help="attribution the data's licence asks for (--kind encoder)")
     fit_p.add_argument("--copy-encoder", action="store_true", help="copy the encoder beside the head (--kind encoder)")
+    fit_p.add_argument(
+        "--speech-share",
+        type=float,
+        default=HeadConfig.speech_share,
+        help="share of training examples with their silences cut, as MODEL_INPUT=speech serves them (--kind encoder; 0: off)",
+    )
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")
     ev.add_argument("--manifest", required=True, action="append", help="one or more (encoder heads) manifests")
@@ -690,6 +696,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "evaluate" and (Path(args.model) / "head.pt").is_file():
         print(json.dumps(encoder_training.evaluate(args)))
         return 0
+    if args.command == "card":
+        metrics_file = Path(args.metrics)
+        report = json.loads(metrics_file.read_text("utf-8"))
+        if report.get("kind") == "encoder":
+            (metrics_file.parent / "MODEL_CARD.md").write_text(encoder_training.render_card(report), encoding="utf-8")
+        else:
+            write_card(report, metrics_file.parent / "MODEL_CARD.md", args.licence)
+        return 0
     if len(args.manifest) != 1:
         raise SystemExit("the CNN trains and evaluates on one manifest; pass one --manifest (or --kind encoder)")
     args.manifest = args.manifest[0]
@@ -697,9 +711,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = fit(args)
         summary = {k: report[k] for k in ("test_single_clip", "test_same_speaker") if k in report}
         print(json.dumps({k: {m: v[m] for m in ("ua", "wa", "ece", "clips")} for k, v in summary.items()}))
-    elif args.command == "card":
-        metrics_file = Path(args.metrics)
-        write_card(json.loads(metrics_file.read_text("utf-8")), metrics_file.parent / "MODEL_CARD.md", args.licence)
     else:
         print(json.dumps(evaluate(args)))
     return 0

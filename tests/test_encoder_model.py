@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
 
 from emotion_service.config import ModelSpec
 from emotion_service.labels import CANONICAL_LABELS
+from emotion_service.models import encoder as encoder_module
 from emotion_service.models.base import BaselineStats
 from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint
 from emotion_service.models.registry import BACKENDS
@@ -188,10 +190,16 @@ def test_long_audio_goes_through_in_windows(head_dir, encoder_dir):
     assert np.allclose(features[0], expected, atol=2e-4)
 
 
-def test_int8_stays_close_to_fp32(head_dir, encoder_dir):
+def test_int8_stays_close_to_fp32(head_dir, encoder_dir, monkeypatch):
+    # The tiny encoder has two layers; the shipped list names the fourth of Whisper base.
+    monkeypatch.setattr(encoder_module, "FLOAT_LAYERS", ("layers.1.fc2",))
     fp32 = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
     int8 = EncoderModel.load(head_dir, encoder_dir=encoder_dir, quantize="int8")
     assert int8.info.extra["dtype"] == "int8"
+    # The layers named in FLOAT_LAYERS stay fp32 (outlier channels in their input), the others are int8.
+    int8_layers = {name: isinstance(m, DynamicLinear) for name, m in int8.encoder.named_modules()}
+    assert not int8_layers["layers.1.fc2"] and int8_layers["layers.1.fc1"] and int8_layers["layers.0.fc2"]
+    assert int8_layers["layers.0.self_attn.q_proj"]
     clips = [voice_like(0.9, f0=130.0 + 25 * i, seed=50 + i) for i in range(3)]
     a, b = fp32.standardised(clips).ravel(), int8.standardised(clips).ravel()
     assert float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99

@@ -67,11 +67,21 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     # Synthetic classes this different are told apart, per clip and with the baseline.
     assert beta["ua"] > 0.6 and report["test"]["baseline_balanced"][manifests[1].parent.name]["ua"] > 0.6
     assert 0.05 < report["temperatures"]["clip"] < 20 and 0.05 < report["temperatures"]["baseline"] < 20
+    # The baseline weight was chosen on the inner folds, and the held-out clips were also scored speech only.
+    assert report["baseline_weight"] in training.BASELINE_WEIGHTS
+    assert set(report["baseline_weights_inner"]) == {str(w) for w in training.BASELINE_WEIGHTS}
+    assert report["test"]["clip_speech"][manifests[1].parent.name]["clips"] == 9
     card = (out / "MODEL_CARD.md").read_text()
     assert "Held out for the report only" in card and "tiny corpora" in card and "skewed" in card
+    assert "Baseline weight" in card and "silences cut" in card
+    # `train card` rewrites the same card from metrics.json.
+    (out / "MODEL_CARD.md").unlink()
+    assert train.main(["card", "--metrics", str(out / "metrics.json")]) == 0
+    assert (out / "MODEL_CARD.md").read_text() == card
     # The head serves through the same model class as the service, with the cached encoder features' numbers.
     model = EncoderModel.load(out, encoder_dir=encoder_dir)
     assert model.labels == ("neutral", "calm", "sad", "angry") and model.info.version == report["model_version"]
+    assert model.checkpoint.baseline_weight == report["baseline_weight"]
     evaluated = train.main(["evaluate", "--model", str(out), "--encoder", str(encoder_dir), "--manifest",
                             str(manifests[1]), "--speakers", "beta_4"])  # fmt: skip
     assert evaluated == 0
@@ -93,6 +103,61 @@ def test_features_are_cached_per_clip_and_version(manifests, encoder_dir, tmp_pa
     assert not np.array_equal(first[0][0], first[0][1])
     other_seed = training.extract(clips[:1], [[1]], encoder_dir, seed=4, workers=1)
     assert not np.array_equal(other_seed[0][0], first[0][1])
+    # The speech-only version is the clip with its silences cut: its own file, its own feature.
+    quiet = np.zeros(4000, dtype=np.float32)  # the tiny encoder takes at most 1 s
+    padded = tmp_path / "padded.wav"
+    sf.write(padded, np.concatenate([quiet, voice(150.0, 10, 7, seconds=0.5), quiet]), 16_000)
+    clip = training.Clip(padded, "alpha_1", "neutral")
+    both = training.extract([clip], [[0, training.SPEECH]], encoder_dir, seed=3, workers=1)
+    assert len(sorted((tmp_path / "cache").rglob("*.npy"))) == 8
+    assert not np.array_equal(both[0][0], both[0][1])
+    assert np.array_equal(
+        training.extract([clip], [[training.SPEECH]], encoder_dir, seed=3, workers=1)[0][0], both[0][1]
+    )
+
+
+def test_a_large_corpus_does_not_set_the_confidence_of_a_small_one():
+    from emotion_service.training.common import fit_temperature
+
+    rng = np.random.default_rng(0)
+
+    def logits(n: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        # Two classes whose true probability follows the logits at ``scale``: NLL is lowest at T = 1 / scale.
+        margin = rng.normal(0.0, 3.0, n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-scale * margin))).astype(int)
+        return np.stack([np.zeros(n), margin], axis=1), y
+
+    big, small = logits(4000, 0.4), logits(200, 1.0)
+    z, y = np.concatenate([big[0], small[0]]), np.concatenate([big[1], small[1]])
+    groups = np.repeat([0, 1], [4000, 200])
+    pooled, balanced = fit_temperature(z, y), fit_temperature(z, y, groups)
+    assert pooled == pytest.approx(fit_temperature(*big), rel=0.15)  # the large corpus decides alone
+    assert fit_temperature(*small) < balanced < pooled  # each corpus weighs the same
+
+
+def test_the_baseline_weight_never_lets_a_session_kind_do_worse():
+    # Two corpora; the baseline path's correction helps balanced sessions of both, but at full
+    # weight flips clips of corpus 1's skewed sessions. Half of it helps without harming anyone.
+    n = 40
+    corpus = np.repeat([0, 0, 1, 1], n)
+    kinds = np.tile(np.repeat(["balanced", "skewed"], n), 2)
+    y = np.tile(np.repeat([0, 1], n // 2), 4)
+    data = training.Dataset(
+        clips=[None] * 4 * n, corpus=corpus, y=y, speaker=np.zeros(4 * n, int), features=np.zeros((4 * n, 1, 1, 1)),
+        mask=np.ones((4 * n, 2), bool), labels=("a", "b"),
+        corpora=[training.Corpus("one", [], ("a", "b")), training.Corpus("two", [], ("a", "b"))],
+    )  # fmt: skip
+    alone = np.zeros((4 * n, 2))
+    alone[np.arange(4 * n), y] = 1.0  # right, by a margin of 1
+    wrong = np.flatnonzero(kinds == "balanced")[::4]
+    alone[wrong] = alone[wrong][:, ::-1]  # a quarter of the balanced clips wrong alone
+    correction = np.zeros((4 * n, 2))
+    correction[wrong, y[wrong]] = 5.0  # which the baseline puts right from weight 0.25 (margin 5 w - 1)
+    hurt = np.flatnonzero((kinds == "skewed") & (corpus == 1))[::5]
+    correction[hurt, 1 - y[hurt]] = 2.5  # but flips a fifth of corpus two's skewed clips from 0.5 (margin 1 - 2.5 w)
+    weight, table = training.choose_baseline_weight(data, np.arange(4 * n), alone + correction, alone, kinds)
+    assert weight == 0.25  # 0 gains nothing, 0.5 and more harm corpus two's skewed sessions
+    assert table["1.0"]["skewed two"] < 0 and table["0.25"]["balanced one"] > 0
 
 
 def test_sampled_baselines_include_the_clip_and_skew_to_one_emotion():

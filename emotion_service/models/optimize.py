@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -159,14 +159,16 @@ class Int8Conv1d(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel}, stride={self.stride}, int8"
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, keep_float: Sequence[str] = ()) -> nn.Module:
     """Run ``model``'s linear layers and its convolutions over features in int8 (CPU), in place.
 
     In place, so that loading never holds a second copy of the weights (measured on HuBERT-Large:
     peak 3.2 GB with a copy, 2.0 GB in place). After :func:`prepare_for_cpu`, every ``nn.Linear``
     becomes a dynamically quantised one, every plain ``nn.Conv1d`` over more than one channel an
     :class:`Int8Conv1d`; the waveform convolution and grouped ones (the positional convolution)
-    stay fp32 (int8 there measured no faster). Returns ``model``.
+    stay fp32 (int8 there measured no faster). Linear layers whose name ends with one of
+    ``keep_float`` stay fp32 too (Whisper's ``fc2``: its input, after the GELU, has outlier
+    channels that 8 bits per tensor cannot hold). Returns ``model``.
 
     Raises:
         ValueError: The model is not on the CPU.
@@ -178,13 +180,19 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     # grouped convolutions) gets its own memory: one left pointing into the checkpoint's memory map
     # keeps the whole file mapped, and the pages quantisation read stay resident (measured:
     # HuBERT-Large int8 kept 1.31 GB of file pages beside 0.71 GB of its own; 0.11 GB once owned).
-    quantized = {id(m.weight) for m in model.modules() if type(m) is nn.Linear or Int8Conv1d.accepts(m)}
+    linear = [
+        name for name, m in model.named_modules() if type(m) is nn.Linear and not name.endswith(tuple(keep_float))
+    ]
+    modules = dict(model.named_modules())
+    quantized = {id(modules[name].weight) for name in linear}
+    quantized |= {id(m.weight) for m in model.modules() if Int8Conv1d.accepts(m)}
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         if id(tensor) not in quantized:
             tensor.data = tensor.data.clone()
     with _quiet_quantization():
         _replace(model, Int8Conv1d.accepts, Int8Conv1d)
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        spec = set(linear) if keep_float else {nn.Linear}
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
 @contextlib.contextmanager

@@ -155,12 +155,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTION_SERVICE_CACHE", Path.home() / ".cache" / "emotion_service"))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood (Guo et al., 2017)."""
+def fit_temperature(logits: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The temperature that minimises the negative log-likelihood (Guo et al., 2017).
+
+    With ``groups`` (a corpus per row), each group's mean NLL weighs the same: a large corpus
+    whose raters often disagreed does not set the confidence of a small, cleaner one.
+    """
     z = torch.from_numpy(logits).double()
     target = torch.from_numpy(y)
+    weight = torch.ones(len(y), dtype=torch.float64)
+    if groups is not None:
+        _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        weight = torch.from_numpy(1.0 / counts[inverse])
+    weight = weight / weight.sum()
     candidates = np.exp(np.linspace(np.log(0.3), np.log(5.0), 300))
-    losses = [float(nn.functional.cross_entropy(z / t, target)) for t in candidates]
+    losses = [float((nn.functional.cross_entropy(z / t, target, reduction="none") * weight).sum()) for t in candidates]
     return float(candidates[int(np.argmin(losses))])
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS
 from ..models.encoder import EmotionHead
 from ..models.whisper_encoder import WhisperEncoder
@@ -43,16 +44,24 @@ def encoder_tag(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+SPEECH = -1  # the version that is the clean clip with its silences cut (what MODEL_INPUT=speech feeds)
+
+
 def _feature_file(root: Path, clip: Clip, version: int, seed: int) -> Path:
-    """Where the feature of ``clip``'s ``version`` lives (0: the clean clip, k: the k-th degraded copy)."""
+    """Where the feature of ``clip``'s ``version`` lives (0: the clean clip, k: the k-th degraded
+    copy, :data:`SPEECH`: the clean clip, speech only)."""
     stat = clip.path.stat()
-    name = f"{clip.path.resolve()}|{stat.st_size}|{version}|{seed if version else 0}|{AUGMENT_VERSION}"
+    name = f"{clip.path.resolve()}|{stat.st_size}|{version}|{seed if version > 0 else 0}|{AUGMENT_VERSION}"
     key = hashlib.sha256(name.encode()).hexdigest()[:24]
     return root / key[:2] / f"{key}.npy"
 
 
 def _version_audio(clip: Clip, version: int, seed: int) -> np.ndarray:
     audio = read_audio(clip.path)
+    if version == SPEECH:
+        # The serving path's own cut (MODEL_INPUT=speech): leading, trailing and long inner
+        # silences removed by the energy VAD, so that a head does not learn a corpus's silences.
+        return speech_only(audio, SegmentOptions(vad="energy"))
     if version == 0:
         return audio
     # One generator per clip and copy: a copy does not depend on the order or subset of clips.
@@ -92,7 +101,8 @@ def extract(
 
     Args:
         clips: The clips.
-        versions: For each clip, which versions (0 clean, k >= 1 the k-th degraded copy).
+        versions: For each clip, which versions (0 clean, k >= 1 the k-th degraded copy,
+            :data:`SPEECH` the clean clip with its silences cut).
         encoder_dir: The encoder's folder (``config.json``, ``model.safetensors``).
         seed: Seed of the augmentations.
         workers: Processes (one torch thread each).
@@ -153,8 +163,9 @@ def read_corpora(manifests: Sequence[str | Path]) -> list[Corpus]:
 class Dataset:
     """Every clip of every corpus, with its features of every version, as arrays.
 
-    ``features`` is ``(clips, versions, states, width)`` float16 (version 0 clean); ``mask`` is
-    ``(clips, labels)``: True for the labels of the clip's corpus, the only ones its loss sees.
+    ``features`` is ``(clips, versions, states, width)`` float16 (version 0 clean; with ``speech``,
+    the last version is the clean clip with its silences cut); ``mask`` is ``(clips, labels)``:
+    True for the labels of the clip's corpus, the only ones its loss sees.
     """
 
     clips: list[Clip]
@@ -165,6 +176,7 @@ class Dataset:
     mask: np.ndarray
     labels: tuple[str, ...]
     corpora: list[Corpus]
+    speech: bool = False
 
     def subset(self, rows: np.ndarray) -> Dataset:
         return Dataset(
@@ -176,11 +188,12 @@ class Dataset:
             self.mask[rows],
             self.labels,
             self.corpora,
+            self.speech,
         )
 
 
 def build_dataset(
-    corpora: Sequence[Corpus], features: Sequence[Sequence[np.ndarray]], labels: Sequence[str]
+    corpora: Sequence[Corpus], features: Sequence[Sequence[np.ndarray]], labels: Sequence[str], speech: bool = False
 ) -> Dataset:
     clips = [clip for corpus in corpora for clip in corpus.clips]
     corpus_of = np.array([k for k, corpus in enumerate(corpora) for _ in corpus.clips])
@@ -196,6 +209,7 @@ def build_dataset(
         mask=masks[corpus_of],
         labels=tuple(labels),
         corpora=list(corpora),
+        speech=speech,
     )
 
 
@@ -216,6 +230,7 @@ class HeadConfig:
     weight_decay: float = 1e-2
     label_smoothing: float = 0.05
     clean_share: float = 0.5
+    speech_share: float = 0.25
     shrink: float = 2.0
     min_baseline: int = 3
     max_baseline: int = 16
@@ -303,11 +318,16 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
         chunk = torch.from_numpy(data.features[start : start + 512, :, :states].astype(np.float32))
         table[start : start + 512] = (chunk - mean_t) / std_t
 
+    plain = versions - 1 if data.speech else versions  # clean and degraded copies; then speech only
+
     def version_of(n: int) -> np.ndarray:
-        if versions == 1:
-            return np.zeros(n, dtype=np.int64)
-        degraded = rng.integers(1, versions, n)
-        return np.where(rng.random(n) < config.clean_share, 0, degraded)
+        chosen = np.zeros(n, dtype=np.int64)
+        if plain > 1:
+            degraded = rng.integers(1, plain, n)
+            chosen = np.where(rng.random(n) < config.clean_share, 0, degraded)
+        if data.speech:
+            chosen = np.where(rng.random(n) < config.speech_share, versions - 1, chosen)
+        return chosen
 
     def standardised(index: np.ndarray) -> torch.Tensor:
         flat = torch.from_numpy(index.ravel())
@@ -341,9 +361,9 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
 # Scoring: per clip, and against baselines of balanced and skewed sessions
 
 
-def standardise(data: Dataset, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def standardise(data: Dataset, rows: np.ndarray, mean: np.ndarray, std: np.ndarray, version: int = 0) -> np.ndarray:
     states = mean.shape[0]
-    return (data.features[rows, 0, :states].astype(np.float32) - mean) / std
+    return (data.features[rows, version, :states].astype(np.float32) - mean) / std
 
 
 def clip_logits(head: EmotionHead, z: np.ndarray) -> np.ndarray:
@@ -351,11 +371,13 @@ def clip_logits(head: EmotionHead, z: np.ndarray) -> np.ndarray:
         return head(torch.from_numpy(z)).numpy()
 
 
-def baseline_logits(head: EmotionHead, z: np.ndarray, members: list[np.ndarray], shrink: float) -> np.ndarray:
+def baseline_logits(
+    head: EmotionHead, z: np.ndarray, members: list[np.ndarray], shrink: float, weight: float = 1.0
+) -> np.ndarray:
     """Logits of each clip ``z[i]`` against the baseline of the clips ``members[i]`` (rows of ``z``)."""
     base = np.stack([z[m].sum(axis=0) / (len(m) + shrink) for m in members]).astype(np.float32)
     with torch.inference_mode():
-        return head(torch.from_numpy(z), torch.from_numpy(base)).numpy()
+        return head(torch.from_numpy(z), torch.from_numpy(base), weight).numpy()
 
 
 def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 10, draws: int = 2) -> list[np.ndarray]:
@@ -383,12 +405,12 @@ def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 
 
 
 def session_logits(
-    head: EmotionHead, z: np.ndarray, groups: list[np.ndarray], shrink: float
+    head: EmotionHead, z: np.ndarray, groups: list[np.ndarray], shrink: float, weight: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits of every clip of every session against its session's baseline, and the clips' positions."""
     logits, where = [], []
     for group in groups:
-        logits.append(baseline_logits(head, z[group], [np.arange(len(group))] * len(group), shrink))
+        logits.append(baseline_logits(head, z[group], [np.arange(len(group))] * len(group), shrink, weight))
         where.append(group)
     return np.concatenate(logits), np.concatenate(where)
 
@@ -436,17 +458,56 @@ def out_of_fold(data: Dataset, rows: np.ndarray, config: HeadConfig, folds: int)
         started = time.perf_counter()
         head, mean, std = train_head(data, np.setdiff1d(rows, held), config)
         z = standardise(data, held, mean, std)
-        clip_parts.append((held, clip_logits(head, z)))
+        alone = clip_logits(head, z)
+        clip_parts.append((held, alone))
         for kind in ("balanced", "skewed"):
             logits, where = session_logits(head, z, sessions(data, held, kind, config.seed + k), config.shrink)
-            base_parts.append((held[where], logits, kind))
+            base_parts.append((held[where], logits, alone[where], kind))
         logger.info("inner fold %d/%d in %.0f s", k + 1, folds, time.perf_counter() - started)
     clip_rows = np.concatenate([r for r, _ in clip_parts])
     clip_all = np.concatenate([lg for _, lg in clip_parts])
-    base_rows = np.concatenate([r for r, _, _ in base_parts])
-    base_all = np.concatenate([lg for _, lg, _ in base_parts])
-    kinds = np.concatenate([[kind] * len(r) for r, _, kind in base_parts])
-    return {"clip": (clip_rows, clip_all), "baseline": (base_rows, base_all), "kinds": kinds}
+    base_rows = np.concatenate([r for r, *_ in base_parts])
+    base_all = np.concatenate([lg for _, lg, _, _ in base_parts])
+    alone_all = np.concatenate([lg for _, _, lg, _ in base_parts])
+    kinds = np.concatenate([[kind] * len(r) for r, *_, kind in base_parts])
+    return {"clip": (clip_rows, clip_all), "baseline": (base_rows, base_all, alone_all), "kinds": kinds}
+
+
+BASELINE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# How far below the clips alone a corpus's sessions may score and the weight still qualify: half a
+# point, under the noise of a UA over a few thousand out-of-fold clips (its standard error is ~1 point).
+BASELINE_TOLERANCE = 0.005
+
+
+def choose_baseline_weight(
+    data: Dataset, rows: np.ndarray, with_baseline: np.ndarray, alone: np.ndarray, kinds: np.ndarray
+) -> tuple[float, dict[str, Any]]:
+    """How much of the baseline path's correction to add, from out-of-fold session logits.
+
+    For each weight, the clips of the balanced and the skewed sessions are scored with the
+    correction scaled by it, and compared with the same clips alone. A weight qualifies when no
+    corpus does worse than the clips alone in either kind of session (by more than
+    :data:`BASELINE_TOLERANCE`); of those, the one with the best mean UA over the corpora's
+    balanced and skewed sessions wins (0, the clip path, always qualifies).
+    """
+    table: dict[str, Any] = {}
+    best, best_score = 0.0, -1.0
+    for weight in BASELINE_WEIGHTS:
+        logits = alone + weight * (with_baseline - alone)
+        row, fine, score = {}, True, []
+        for kind in ("balanced", "skewed"):
+            here = kinds == kind
+            # UA does not depend on the temperature: 1 here.
+            mixed = corpus_metrics(logits[here], data, rows[here], 1.0)
+            plain = corpus_metrics(alone[here], data, rows[here], 1.0)
+            for corpus, m in mixed.items():
+                row[f"{kind} {corpus}"] = round(m["ua"] - plain[corpus]["ua"], 4)
+                fine &= m["ua"] >= plain[corpus]["ua"] - BASELINE_TOLERANCE
+                score.append(m["ua"])
+        table[str(weight)] = row
+        if fine and float(np.mean(score)) > best_score:
+            best, best_score = weight, float(np.mean(score))
+    return best, table
 
 
 def report_modes(
@@ -457,6 +518,7 @@ def report_modes(
     std: np.ndarray,
     config: HeadConfig,
     temperatures: tuple[float, float],
+    weight: float = 1.0,
 ) -> dict[str, Any]:
     """Per-corpus metrics of ``rows`` per clip, and in balanced and skewed sessions with the baseline.
 
@@ -465,9 +527,16 @@ def report_modes(
     z = standardise(data, rows, mean, std)
     out: dict[str, Any] = {"clip": corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])}
     for kind in ("balanced", "skewed"):
-        logits, where = session_logits(head, z, sessions(data, rows, kind, config.seed + 101), config.shrink)
+        logits, where = session_logits(head, z, sessions(data, rows, kind, config.seed + 101), config.shrink, weight)
         out[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
         out[f"clip_{kind}"] = corpus_metrics(clip_logits(head, z[where]), data, rows[where], temperatures[0])
+    if data.speech:  # the same clips with their silences cut, as MODEL_INPUT=speech serves them
+        z = standardise(data, rows, mean, std, version=data.features.shape[1] - 1)
+        out["clip_speech"] = corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])
+        logits, where = session_logits(
+            head, z, sessions(data, rows, "balanced", config.seed + 101), config.shrink, weight
+        )
+        out["baseline_balanced_speech"] = corpus_metrics(logits, data, rows[where], temperatures[1])
     return out
 
 
@@ -477,9 +546,12 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
 
     oof = out_of_fold(data, train_rows, config, inner_folds)
     clip_rows, clip_all = oof["clip"]
-    base_rows, base_all = oof["baseline"]
-    t_clip = fit_temperature(restricted_logits(clip_all, data, clip_rows), data.y[clip_rows])
-    t_base = fit_temperature(restricted_logits(base_all, data, base_rows), data.y[base_rows])
+    base_rows, base_full, alone = oof["baseline"]
+    weight, weights = choose_baseline_weight(data, base_rows, base_full, alone, oof["kinds"])
+    base_all = alone + weight * (base_full - alone)
+    # Each corpus's NLL weighs the same in the temperatures (see fit_temperature).
+    t_clip = fit_temperature(restricted_logits(clip_all, data, clip_rows), data.y[clip_rows], data.corpus[clip_rows])
+    t_base = fit_temperature(restricted_logits(base_all, data, base_rows), data.y[base_rows], data.corpus[base_rows])
     inner = {
         "clip": corpus_metrics(clip_all, data, clip_rows, t_clip),
         "baseline": corpus_metrics(base_all, data, base_rows, t_base),
@@ -494,18 +566,25 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
         "mean": mean,
         "std": std,
         "temperatures": (t_clip, t_base),
+        "baseline_weight": weight,
+        "baseline_weights": weights,
         "inner": inner,
         "train_seconds": time.perf_counter() - started,
     }
 
 
-def _versions_for(data_clips: Sequence[Clip], test: set[str], augment_copies: int) -> list[list[int]]:
-    return [[0] if c.speaker in test else list(range(augment_copies + 1)) for c in data_clips]
+def _versions_for(data_clips: Sequence[Clip], test: set[str], augment_copies: int, speech: bool) -> list[list[int]]:
+    """Training clips: clean, degraded copies (and speech only); held-out ones: clean (and speech only)."""
+    tail = [SPEECH] if speech else []
+    return [[0, *tail] if c.speaker in test else [*range(augment_copies + 1), *tail] for c in data_clips]
 
 
-def _pad_versions(features: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
-    """Clips with fewer versions (held-out ones: clean only) repeat their clean one; never trained on."""
+def _pad_versions(features: list[list[np.ndarray]], speech: bool = False) -> list[list[np.ndarray]]:
+    """Clips with fewer versions (held-out ones) repeat their clean one in place of the degraded
+    copies, which they are never trained on; the speech-only version stays last."""
     most = max(len(f) for f in features)
+    if speech:
+        return [f[:-1] + [f[0]] * (most - len(f)) + f[-1:] for f in features]
     return [f + [f[0]] * (most - len(f)) for f in features]
 
 
@@ -542,13 +621,16 @@ def fit(args: Any) -> dict[str, Any]:
     from .common import select_speakers
 
     test = select_speakers(clips, args.test_speakers) if args.test_speakers else set()
+    speech = args.speech_share > 0
     features = extract(
-        clips, _versions_for(clips, test, args.augment), encoder_dir, seed=args.seed, workers=args.workers
+        clips, _versions_for(clips, test, args.augment, speech), encoder_dir, seed=args.seed, workers=args.workers
     )
-    data = build_dataset(corpora, _pad_versions(features), labels)
+    data = build_dataset(corpora, _pad_versions(features, speech), labels, speech)
     train_rows = np.array([i for i, c in enumerate(clips) if c.speaker not in test])
     test_rows = np.array([i for i, c in enumerate(clips) if c.speaker in test])
-    config = HeadConfig(depth=args.depth, epochs=args.epochs, hidden=args.hidden, seed=args.seed)
+    config = HeadConfig(
+        depth=args.depth, epochs=args.epochs, hidden=args.hidden, seed=args.seed, speech_share=args.speech_share
+    )
     fitted = fit_head(data, train_rows, config, args.inner_folds)
     head, mean, std = fitted["head"], fitted["mean"], fitted["std"]
     t_clip, t_base = fitted["temperatures"]
@@ -565,6 +647,7 @@ def fit(args: Any) -> dict[str, Any]:
         temperature_baseline=t_base,
         shrink=config.shrink,
         min_baseline=config.min_baseline,
+        baseline_weight=fitted["baseline_weight"],
         version="",
         licence=args.licence,
         commercial_use=args.commercial_use,
@@ -588,6 +671,8 @@ def fit(args: Any) -> dict[str, Any]:
         "augment_copies": args.augment,
         "inner_folds": args.inner_folds,
         "temperatures": {"clip": t_clip, "baseline": t_base},
+        "baseline_weight": fitted["baseline_weight"],
+        "baseline_weights_inner": fitted["baseline_weights"],
         "inner_validation": fitted["inner"],
         "layer_weights": torch.softmax(head.layer_logits.detach(), 0).tolist(),
         "licence": args.licence,
@@ -598,7 +683,9 @@ def fit(args: Any) -> dict[str, Any]:
         "head_file_bytes": file.stat().st_size,
     }
     if len(test_rows):
-        report["test"] = report_modes(data, head, test_rows, mean, std, config, (t_clip, t_base))
+        report["test"] = report_modes(
+            data, head, test_rows, mean, std, config, (t_clip, t_base), fitted["baseline_weight"]
+        )
         report["test_linear_probe_ua"] = linear_probe(data, train_rows, test_rows, args.seed)
     report["training_seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -620,6 +707,8 @@ def _mode_rows(block: dict[str, Any], corpus: str) -> list[str]:
         "baseline_balanced": "baseline: all the speaker's clips",
         "clip_skewed": "same clips as the row below, per clip",
         "baseline_skewed": "baseline: sessions of 10 clips, 70% one emotion",
+        "clip_speech": "per clip, silences cut (`MODEL_INPUT=speech`)",
+        "baseline_balanced_speech": "baseline: all the speaker's clips, silences cut",
     }
     for mode, title in names.items():
         m = block.get(mode, {}).get(corpus)
@@ -674,15 +763,24 @@ def render_card(report: dict[str, Any]) -> str:
         f" {cfg['epochs']} epochs, batch {cfg['batch_size']}, class-balanced loss, label smoothing {cfg['label_smoothing']},"
         f" seed {cfg['seed']}.",
         f"- Augmentation: {report['augment_copies']} degraded copies per training clip (speed, reverberation, microphone"
-        f" colouring, telephone band, noise, gain), applied before the encoder and cached; {_pct(cfg['clean_share'])}"
-        " of examples are clean.",
+        f" colouring, telephone band, noise, gain), applied before the encoder and cached;"
+        f" {_pct(cfg['clean_share'] * (1 - cfg.get('speech_share', 0)))} of examples are clean"
+        + (
+            f", {_pct(cfg['speech_share'])} are the clean clip with its silences cut by the energy VAD, as"
+            " `MODEL_INPUT=speech` serves them, so that the head does not lean on a corpus's silences."
+            if cfg.get("speech_share")
+            else "."
+        ),
         f"- Baselines in training: random subsets of 1-{cfg['max_baseline']} of the speaker's clips (the clip itself"
         f" included), {_pct(cfg['skewed_share'])} of them skewed ({_pct(cfg['dominant_share'])} one emotion); the"
         f" baseline mean is shrunk towards the population (sum / (clips + {cfg['shrink']:g})); below"
         f" {cfg['min_baseline']} clips the per-clip path answers.",
-        f"- Calibration: one temperature per path, fitted (NLL) on {report['inner_folds']} speaker-independent inner"
-        f" folds of the training speakers: clip {report['temperatures']['clip']:.3f}, baseline"
-        f" {report['temperatures']['baseline']:.3f}.",
+        f"- Baseline weight: {report.get('baseline_weight', 1.0):g} of the baseline path's correction is added, the"
+        " weight (of 0, 0.25, 0.5, 0.75, 1) with the best inner-fold UA among those under which no corpus scores more than"
+        " half a point worse with the baseline than alone, in balanced or skewed sessions.",
+        f"- Calibration: one temperature per path, fitted (NLL, each corpus weighing the same) on"
+        f" {report['inner_folds']} speaker-independent inner folds of the training speakers: clip"
+        f" {report['temperatures']['clip']:.3f}, baseline {report['temperatures']['baseline']:.3f}.",
         f"- Training time: {report['training_seconds'] / 60:.1f} min on {report['machine']} (encoder features cached;"
         " the first run also encodes every clip).",
         "",
@@ -794,6 +892,8 @@ def evaluate(args: Any) -> dict[str, Any]:
     }
     result["clip"] = corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])
     for kind in ("balanced", "skewed"):
-        logits, where = session_logits(head, z, sessions(data, rows, kind, args.seed + 101), checkpoint.shrink)
+        logits, where = session_logits(
+            head, z, sessions(data, rows, kind, args.seed + 101), checkpoint.shrink, checkpoint.baseline_weight
+        )
         result[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
     return result
