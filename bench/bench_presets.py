@@ -1,11 +1,12 @@
 """Speed of each preset on this CPU, what a request costs outside the model, and int8 against fp32.
 
-For every preset (and, for the encoder presets, fp32 and int8): the real-time factor of a 5 s clip,
+For every preset (and, for the encoder presets, fp32, bf16 and int8; bf16 is fp32 on a CPU without
+native bf16, as the ``dtype`` field says): the real-time factor of a 5 s clip,
 batch 1, decoding included (FLAC bytes in memory → ``decode_audio`` → the model), with the model
 alone beside it; for speech-only input (leading, trailing and long inner silences cut by the
 energy VAD before the model) too. Then, for the default preset, a request's CPU outside the
 model, part by part, as the analyzer and the HTTP layer spend it; and the cosine between the int8
-and fp32 logits on real clips.
+(and bf16) and fp32 logits on real clips.
 
     python bench/bench_presets.py [--clips 30] [--presets default,commercial,fast]
 
@@ -107,11 +108,11 @@ def parts(payloads: list[bytes]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def int8_agreement(payloads: list[bytes]) -> dict[str, float]:
-    """Cosine of the default head's logits, int8 encoder against fp32, on real clips."""
+def agreement(payloads: list[bytes], quantize: str) -> dict[str, float | str]:
+    """Cosine of the default head's logits, ``quantize`` (int8, bf16) encoder against fp32, on real clips."""
     config = load_models_config()
-    fp32 = next(iter(load_preset(config, "default", device="cpu").models.values()))
-    int8 = next(iter(load_preset(config, "default", device="cpu", quantize="int8").models.values()))
+    fp32 = next(iter(load_preset(config, "default", device="cpu", quantize="none").models.values()))
+    int8 = next(iter(load_preset(config, "default", device="cpu", quantize=quantize).models.values()))
     cosines, same = [], 0
     for payload in payloads:
         signal = decode_audio(payload, LIMITS).signal
@@ -120,8 +121,8 @@ def int8_agreement(payloads: list[bytes]) -> dict[str, float]:
             b = int8.head(torch.from_numpy(int8.standardised([signal])))[0]
         cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
         same += int(a.argmax() == b.argmax())
-    return {"mean_cosine": round(float(np.mean(cosines)), 5), "min_cosine": round(float(np.min(cosines)), 5),
-            "same_top_label": f"{same}/{len(payloads)}"}  # fmt: skip
+    return {"dtype": int8.info.extra["dtype"], "mean_cosine": round(float(np.mean(cosines)), 5),
+            "min_cosine": round(float(np.min(cosines)), 5), "same_top_label": f"{same}/{len(payloads)}"}  # fmt: skip
 
 
 def main() -> int:
@@ -139,16 +140,16 @@ def main() -> int:
         encoder = any(
             load_models_config().models[name].backend == "encoder" for name in load_models_config().preset(preset)
         )
-        for quantize in ("none", "int8") if encoder else ("none",):
+        for quantize in ("none", "bf16", "int8") if encoder else ("none",):
             result = preset_speed(preset, quantize, payloads)
             print(json.dumps(result), flush=True)
             results.append(result)
     outside = parts(payloads)
     print("outside the model, per 5 s request:", json.dumps(outside), flush=True)
-    agreement = int8_agreement(payloads) if "default" in args.presets else None
-    print("int8 vs fp32 logits (default preset):", json.dumps(agreement), flush=True)
+    agreements = {q: agreement(payloads, q) for q in ("bf16", "int8")} if "default" in args.presets else None
+    print("int8 and bf16 vs fp32 logits (default preset):", json.dumps(agreements), flush=True)
     print(json.dumps({"cpu": cpu_info(), "clips": len(payloads), "presets": results, "outside_model": outside,
-                      "int8_vs_fp32": agreement}))  # fmt: skip
+                      "vs_fp32": agreements}))  # fmt: skip
     return 0
 
 

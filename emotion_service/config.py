@@ -54,7 +54,8 @@ class ModelSpec:
         window_seconds: Longer audio is analysed in windows of this length (None: whole clip).
         encoder: For ``encoder`` models, the encoder's folder (``config.json``,
             ``model.safetensors``); default the shipped Whisper-base encoder.
-        quantize: ``int8`` or ``none``: how this model runs on CPU under ``QUANTIZE=auto``.
+        quantize: ``none``, ``int8`` or ``bf16`` (encoder heads): how this model runs on CPU
+            under ``QUANTIZE=auto``.
     """
 
     name: str
@@ -439,7 +440,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MODEL_INPUT", "model_input", _choice("all", "speech"),
         "all, or speech: the models hear only the speech of a clip (leading, trailing and long inner silences cut by the energy VAD); delivery metrics always see the whole clip.",
     ),
-    Setting("QUANTIZE", "quantize", _choice("auto", "none", "int8"), "auto (each model as models.toml says: the encoder presets int8 on CPU, hub models fp32), none (fp32 everywhere) or int8 (int8 matrix multiplies on CPU for every model that has them; see README)."),
+    Setting("QUANTIZE", "quantize", _choice("auto", "none", "int8", "bf16"), "auto (each model as models.toml says: the encoder presets bf16 on CPUs that multiply it natively, else fp32; hub models fp32), none (fp32 everywhere), int8 (int8 matrix multiplies on CPU for every model that has them) or bf16 (the encoder presets in bfloat16 where the CPU has AVX-512 BF16 or AMX); see README."),
     Setting(
         "TORCH_THREADS", "torch_threads", _non_negative_int,
         "torch threads per model call (0: automatic: hub models all the process's cores for a call alone, one each for calls side by side; 1 for the bundled model).",

@@ -659,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")
     ev.add_argument("--manifest", required=True, action="append", help="one or more (encoder heads) manifests")
     ev.add_argument("--encoder", default=str(SHIPPED_ENCODER), help="encoder folder of a head")
-    ev.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8 encoder (heads)")
+    ev.add_argument("--quantize", choices=("none", "int8", "bf16"), default="none", help="int8 or bf16 encoder (heads)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the sessions drawn for the baseline modes (heads)")
     ev.add_argument(
         "--speech-only", action="store_true", help="cut silences with the energy VAD before the model (heads)"

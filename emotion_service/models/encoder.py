@@ -202,7 +202,9 @@ class EncoderModel(EmotionModel):
                 folder with ``config.json`` and ``model.safetensors``).
             encoder_dir: The encoder's folder.
             device: ``cpu`` or ``cuda`` (fp16 there).
-            quantize: ``int8`` quantises the encoder's linear layers on CPU.
+            quantize: ``int8`` quantises the encoder's linear layers on CPU (but
+                :data:`FLOAT_LAYERS`); ``bf16`` runs the encoder in bfloat16 on a CPU that
+                multiplies it natively (AVX-512 BF16 or AMX), else fp32 (emulated bf16 is slower).
         """
         head_dir = Path(head_dir)
         head_file = head_dir / HEAD_FILE if head_dir.is_dir() else head_dir
@@ -223,6 +225,15 @@ class EncoderModel(EmotionModel):
 
             encoder = quantize_int8(encoder, keep_float=FLOAT_LAYERS)
             dtype = "int8"
+        elif quantize == "bf16":
+            from .optimize import native_bf16
+
+            if native_bf16():
+                encoder = encoder.to(torch.bfloat16)
+                encoder.mel.float()  # the STFT and log-mel stay fp32; the transformer runs bf16
+                dtype = "bf16"
+            else:
+                logger.info("bf16 asked for %s, but this CPU has no native bf16 (AVX-512 BF16, AMX): fp32", head_dir)
         return cls(
             encoder, head, name=name, display_name=display_name, device=device, dtype=dtype, source=str(head_dir)
         )

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,21 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("none", "int8", "bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 natively
+
+
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX) and torch uses it.
+
+    Elsewhere (AVX2-only, or AVX-512 without BF16) oneDNN emulates bf16, slower than fp32.
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return bool(flags & set(BF16_FLAGS)) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def fold_weight_norm(model: nn.Module) -> int:
