@@ -41,6 +41,7 @@ def test_health_lists_models(client):
     assert data["models_loaded"] == 2
     assert data["available_models"] == ["standin", "four"]
     assert {m["name"] for m in data["models"]} == {"standin", "four"}
+    assert {m["dtype"] for m in data["models"]} == {"fp32"}  # models that do not say run fp32
 
 
 def test_analyze_upload_matches_spec_fields(client):

@@ -236,7 +236,7 @@ def test_int8_quantisation_keeps_the_outputs_close(superb_dir):
     spec = ModelSpec("h", "H", "transformers", str(superb_dir))
     fp32 = TransformersModel.load(spec)
     int8 = TransformersModel.load(spec, quantize="int8")
-    assert (fp32.info.extra["dtype"], int8.info.extra["dtype"]) == ("float32", "int8")
+    assert (fp32.info.extra["dtype"], int8.info.extra["dtype"]) == ("fp32", "int8")
     assert not any(type(m) is torch.nn.Linear for m in int8.module.modules())
     # The feature encoder's convolutions over channels are int8 too; the one over the waveform is not.
     convs = [type(m).__name__ for m in int8.module.modules() if "Conv1d" in type(m).__name__]

@@ -196,6 +196,9 @@ class ModelOut(_Response):
     licence: str
     commercial_use: bool
     device: str
+    dtype: str = Field(
+        description="the arithmetic its weights run in: fp32, bf16 (CPUs with native bf16), int8 (QUANTIZE=int8) or fp16 (CUDA)"
+    )
     labels: list[str]
     attribution: str | None = Field(None, description="what the licence of the model's training data asks to credit")
 

@@ -436,7 +436,7 @@ class TransformersModel(EmotionModel):
             extra={
                 "classes": ",".join(class_names),
                 "output": "arousal_valence" if label_map.arousal is not None else "categorical",
-                "dtype": "float16" if torch_device.type == "cuda" else "int8" if int8 else "float32",
+                "dtype": "fp16" if torch_device.type == "cuda" else "int8" if int8 else "fp32",
                 "attention_mask": str(bool(getattr(extractor, "return_attention_mask", False))).lower(),
                 "window_seconds": str(spec.window_seconds) if spec.window_seconds else "none",
             },
