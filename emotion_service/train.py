@@ -25,6 +25,7 @@ import math
 import os
 import pickle
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -418,7 +419,7 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     )
     report["model_file_bytes"] = (out / MODEL_FILE).stat().st_size
     report["model_version"] = BundledModel.load(str(out / MODEL_FILE)).info.version
-    report["command"] = "python -m emotion_service.train " + " ".join(sys.argv[1:])
+    report["command"] = shlex.join(["python", "-m", "emotion_service.train", *sys.argv[1:]])
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_card(report, out / "MODEL_CARD.md", licence=args.licence)
     logger.info("wrote %s, metrics.json and MODEL_CARD.md in %.0f s", out / MODEL_FILE, report["training_seconds"])
@@ -654,6 +655,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=HeadConfig.speech_share,
         help="share of training examples with their silences cut, as MODEL_INPUT=speech serves them (--kind encoder; 0: off)",
+    )
+    fit_p.add_argument(
+        "--baseline",
+        choices=("labels", "mean"),
+        default=HeadConfig.baseline,
+        help="a speaker's baseline: the mean of the centroids of the emotions heard, each weighing the same"
+        " (labels), or the plain mean of their clips (mean; the 1.1 heads) (--kind encoder)",
+    )
+    fit_p.add_argument(
+        "--baseline-path",
+        choices=("alone", "residual"),
+        default=HeadConfig.relative_loss,
+        help="the baseline path learns to classify by itself (alone) or a correction to the clip path"
+        " (residual; the 1.1 heads) (--kind encoder)",
     )
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")

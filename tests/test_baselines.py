@@ -35,6 +35,9 @@ class Adaptive(EmotionModel):
     def standardised(self, signals):
         return np.array([[[float(np.sqrt(np.mean(s**2))) * 10, 1.0]] for s in signals], dtype=np.float32)
 
+    def baseline_stats(self, features):
+        return BaselineStats.of(features)
+
     def score(self, features, baseline=None):
         self.baselines_seen.append(None if baseline is None else baseline.clips)
         reference = 1.0
@@ -49,7 +52,7 @@ class Adaptive(EmotionModel):
 
     def process_signals(self, signals, sampling_rate=16_000, *, same_speaker=False):
         features = self.standardised(signals)
-        return self.score(features, BaselineStats.of(features) if same_speaker else None)
+        return self.score(features, self.baseline_stats(features) if same_speaker else None)
 
 
 def _analyzer(store) -> SpeechEmotionAnalyzer:
@@ -76,6 +79,30 @@ def test_the_store_keeps_statistics_under_a_keyed_hash_and_forgets_them():
     assert store.get("m", key) is None  # past its time to live
     store.add("m", key, BaselineStats(1, np.ones((1, 2), np.float32)))
     assert store.delete(["m"], key) and store.get("m", key) is None and not store.delete(["m"], key)
+
+
+def _per_label(clips: int, level: float) -> BaselineStats:
+    return BaselineStats(clips, np.full((3, 1, 2), level, np.float32), np.full(3, level, np.float32))
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_per_label_statistics_add_up_and_a_change_of_kind_starts_afresh(kind, request):
+    store = (
+        MemoryBaselineStore(60, secret=b"k" * 32)
+        if kind == "memory"
+        else make_baseline_store(1, request.getfixturevalue("redis_url"))
+    )
+    key = store.key("cand-labels")
+    store.add("m", key, _per_label(2, 1.0))
+    store.add("m", key, _per_label(1, 2.0))
+    kept = store.get("m", key)
+    assert kept.clips == 3 and kept.total.shape == (3, 1, 2) and kept.mass.tolist() == [3.0, 3.0, 3.0]
+    assert kept.total[2, 0].tolist() == [3.0, 3.0]
+    # A head that changed to plain sums (another shape, no mass) does not add to the old kind.
+    store.add("m", key, BaselineStats(1, np.ones((1, 2), np.float32)))
+    kept = store.get("m", key)
+    assert kept.clips == 1 and kept.mass is None and kept.total.tolist() == [[1.0, 1.0]]
+    store.delete(["m"], key)
 
 
 def test_a_candidate_is_judged_against_their_usual_voice():

@@ -20,7 +20,7 @@ from emotion_service.config import ModelSpec
 from emotion_service.labels import CANONICAL_LABELS
 from emotion_service.models import encoder as encoder_module
 from emotion_service.models.base import BaselineStats
-from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint
+from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint, balanced_baseline
 from emotion_service.models.optimize import native_bf16
 from emotion_service.models.registry import BACKENDS
 from emotion_service.models.whisper_encoder import WhisperEncoder, windows
@@ -177,6 +177,61 @@ def test_a_young_baseline_is_not_used(head_dir, encoder_dir):
     assert model.score(features, young)[0].probabilities == pytest.approx(model.score(features)[0].probabilities)
     grown = young + BaselineStats.of(model.standardised([voice_like(0.8, f0=300.0, seed=30)]))
     assert model.score(features, grown)[0].probabilities != pytest.approx(model.score(features)[0].probabilities)
+
+
+def test_a_balanced_baseline_does_not_make_the_usual_voice_of_a_session_that_leans_one_way():
+    calm, angry = torch.full((1, 2), -1.0), torch.full((1, 2), 3.0)
+    # Seven angry clips and three calm ones, the labels certain: each label weighs the same.
+    p = torch.tensor([[0.0, 1.0]] * 7 + [[1.0, 0.0]] * 3)
+    x = torch.stack([angry] * 7 + [calm] * 3)
+    sums = torch.einsum("mc,msw->csw", p, x)
+    baseline = balanced_baseline(sums, p.sum(0), shrink=0.0, prior=1e-6)
+    assert baseline[0].tolist() == pytest.approx([1.0, 1.0])  # (calm + angry) / 2, not 0.7 angry
+    plain = x.mean(0)
+    assert plain[0].tolist() == pytest.approx([1.8, 1.8])
+    # A label heard in a small fraction of one clip counts for little; shrink pulls towards 0.
+    p2 = torch.tensor([[0.02, 0.98]] * 5)
+    x2 = torch.stack([angry] * 4 + [calm])
+    b2 = balanced_baseline(torch.einsum("mc,msw->csw", p2, x2), p2.sum(0), shrink=0.0)
+    assert b2[0, 0] > 2.0
+    assert balanced_baseline(sums, p.sum(0), shrink=10.0).abs().max() < baseline.abs().max() / 2
+
+
+def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_dir, tmp_path):
+    checkpoint = head_checkpoint(encoder_dir)
+    checkpoint.baseline = "labels"
+    checkpoint.to_file(tmp_path / "head.pt")
+    model = EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
+    clips = [voice_like(0.7, f0=150.0 + 25 * i, seed=40 + i) for i in range(5)]
+    features = model.standardised(clips)
+    stats = model.baseline_stats(features)
+    labels = len(model.labels)
+    # Kept projected: (labels, hidden), not every state's sums.
+    assert stats.clips == 5 and stats.total.shape == (labels, 16) and stats.mass.shape == (labels,)
+    assert stats.mass.sum() == pytest.approx(5.0, rel=1e-5)  # each clip's probabilities sum to 1
+    parts = model.baseline_stats(features[:2]) + model.baseline_stats(features[2:])
+    assert parts.clips == 5 and np.allclose(parts.total, stats.total, atol=1e-5) and np.allclose(parts.mass, stats.mass)
+    alone = model.score(features)
+    judged = model.score(features, stats)
+    # The projection gives what the full per-label sums give (the path the trainer scores).
+    head = model.head
+    x = torch.from_numpy(features)
+    with torch.inference_mode():
+        full = balanced_baseline(*head.class_statistics(x), model.checkpoint.shrink)
+        expected = torch.softmax(head(x, full.expand_as(x)) / model.checkpoint.temperature_baseline, dim=-1)
+    assert [o.probabilities[k] for o in judged for k in model.labels] == pytest.approx(
+        expected.flatten().tolist(), abs=1e-5
+    )
+    assert any(
+        abs(a.probabilities[k] - b.probabilities[k]) > 1e-3
+        for a, b in zip(alone, judged, strict=True)
+        for k in a.probabilities
+    )
+    young = model.baseline_stats(features[:2])
+    assert model.score(features[:2], young)[0].probabilities == pytest.approx(alone[0].probabilities, abs=1e-5)
+    # A batch of one speaker is judged against the same per-label baseline.
+    session = model.process_signals(clips, same_speaker=True)
+    assert session[0].probabilities == pytest.approx(judged[0].probabilities, abs=1e-5)
 
 
 def test_long_audio_goes_through_in_windows(head_dir, encoder_dir):

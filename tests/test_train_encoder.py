@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,9 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     assert report["test"]["clip_speech"][manifests[1].parent.name]["clips"] == 9
     card = (out / "MODEL_CARD.md").read_text()
     assert "Held out for the report only" in card and "tiny corpora" in card and "skewed" in card
-    assert "Baseline weight" in card and "silences cut" in card
+    assert "baseline weight" in card and "silences cut" in card and "each emotion weighing the same" in card
+    # The command that wrote it can be pasted into a shell (the licence has spaces and brackets).
+    assert shlex.split(report["command"]) == ["python", "-m", "emotion_service.train", *argv]
     # `train card` rewrites the same card from metrics.json.
     (out / "MODEL_CARD.md").unlink()
     assert train.main(["card", "--metrics", str(out / "metrics.json")]) == 0
@@ -81,12 +84,14 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     # The head serves through the same model class as the service, with the cached encoder features' numbers.
     model = EncoderModel.load(out, encoder_dir=encoder_dir)
     assert model.labels == ("neutral", "calm", "sad", "angry") and model.info.version == report["model_version"]
-    assert model.checkpoint.baseline_weight == report["baseline_weight"]
+    assert model.checkpoint.baseline_weight == report["baseline_weight"] and model.checkpoint.baseline == "labels"
     evaluated = train.main(["evaluate", "--model", str(out), "--encoder", str(encoder_dir), "--manifest",
                             str(manifests[1]), "--speakers", "beta_4"])  # fmt: skip
     assert evaluated == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["clip"][manifests[1].parent.name]["ua"] == pytest.approx(beta["ua"], abs=0.15)
+    balanced = report["test"]["baseline_balanced"][manifests[1].parent.name]["ua"]
+    assert again["baseline_balanced"][manifests[1].parent.name]["ua"] == pytest.approx(balanced, abs=0.15)
 
 
 def test_features_are_cached_per_clip_and_version(manifests, encoder_dir, tmp_path, monkeypatch):  # noqa: F811

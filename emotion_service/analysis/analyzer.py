@@ -26,7 +26,7 @@ from ..audio.prosody import DeliveryMetrics, Pause, measure
 from ..audio.segmentation import speech_only
 from ..config import SAMPLING_RATE, ModelsConfig, Settings, load_models_config
 from ..errors import BaselineUnavailable, ModelUnavailable, ServiceError
-from ..models.base import BaselineStats, EmotionModel, ModelOutput, SpeakerAdaptive
+from ..models.base import EmotionModel, ModelOutput, SpeakerAdaptive
 from ..models.registry import LoadFailure, LoadReport, load_preset
 from .assessment import Assessment, SessionSummary, assess, summarise_session
 from .baselines import BaselineStore, make_baseline_store
@@ -480,9 +480,9 @@ class SpeechEmotionAnalyzer:
             batcher = self._batchers.get(name)
             if isinstance(model, SpeakerAdaptive) and candidate is not None and self.baselines is not None:
                 features = model.standardised(signals)
-                session = BaselineStats.of(features)
+                session = model.baseline_stats(features)
                 prior = self.baselines.get(name, candidate)
-                baseline = session if prior is None or prior.total.shape != session.total.shape else prior + session
+                baseline = session if prior is None or not prior.fits(session) else prior + session
                 # A single clip without a history is judged alone, as it would be without an id.
                 judged = baseline if same_speaker or baseline.clips > len(signals) else None
                 outputs = model.score(features, judged)

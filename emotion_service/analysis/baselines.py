@@ -1,9 +1,11 @@
 """Per-candidate baselines: a candidate's running feature statistics, and nothing else.
 
 A platform that names a ``candidate_id`` gets each clip judged against that candidate's usual
-voice. What is kept is, per model, the number of clips seen and the sum of their standardised
-encoder features (a few kilobytes; never audio, never a clip's own features), under a keyed hash
-of the id (HMAC-SHA256 with ``BASELINE_SECRET``: the store never holds the platform's id), for
+voice. What is kept is, per model, the number of clips seen and, for each emotion, the sum of
+their encoder features as the model's baseline path reads them (a 256-number projection), weighted
+by the model's probability of that emotion, with those probabilities' sums (8 kB per model; never
+audio; a head with a plain-mean baseline keeps the plain sum instead), under a keyed hash of the
+id (HMAC-SHA256 with ``BASELINE_SECRET``: the store never holds the platform's id), for
 ``BASELINE_TTL_HOURS`` after the last clip, and deleted at once by ``DELETE /candidates/<id>``.
 
 ``MemoryBaselineStore`` keeps them in this process; ``RedisBaselineStore`` shares them between
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "emotion:baseline:v1:"
 MAX_CANDIDATE_ID = 256
+FIELDS = ("clips", "total", "shape", "mass")
 UNAVAILABLE = "The store of candidate baselines (Redis) cannot be reached; try again in a minute."
 
 
@@ -78,7 +81,8 @@ class MemoryBaselineStore:
     def add(self, model: str, key: str, stats: BaselineStats) -> None:
         with self._lock:
             item = self._items.pop((model, key), None)
-            current = item[1] + stats if item is not None and item[0] >= time.monotonic() else stats
+            alive = item is not None and item[0] >= time.monotonic() and item[1].fits(stats)
+            current = item[1] + stats if item is not None and alive else stats
             self._items[(model, key)] = (time.monotonic() + self.ttl_seconds, current)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
@@ -134,7 +138,7 @@ class RedisBaselineStore:
 
     def get(self, model: str, key: str) -> BaselineStats | None:
         try:
-            raw = self._client.hmget(self._name(model, key), "clips", "total", "shape")
+            raw = self._client.hmget(self._name(model, key), *FIELDS)
         except self._errors as exc:
             self._failed(exc)
             return None
@@ -148,17 +152,19 @@ class RedisBaselineStore:
                 for _ in range(5):  # optimistic: another worker may add to the same candidate
                     try:
                         pipe.watch(name)
-                        old = _stats(pipe.hmget(name, "clips", "total", "shape"))
-                        current = old + stats if old is not None and old.total.shape == shape else stats
+                        old = _stats(pipe.hmget(name, *FIELDS))
+                        current = old + stats if old is not None and old.fits(stats) else stats
+                        fields = {
+                            "clips": current.clips,
+                            "total": current.total.astype(np.float32).tobytes(),
+                            "shape": ",".join(map(str, shape)),
+                        }
                         pipe.multi()
-                        pipe.hset(
-                            name,
-                            mapping={
-                                "clips": current.clips,
-                                "total": current.total.astype(np.float32).tobytes(),
-                                "shape": ",".join(map(str, shape)),
-                            },
-                        )
+                        if current.mass is None:
+                            pipe.hdel(name, "mass")
+                        else:
+                            fields["mass"] = current.mass.astype(np.float32).tobytes()
+                        pipe.hset(name, mapping=fields)
                         pipe.expire(name, self.ttl_seconds)
                         pipe.execute()
                         return
@@ -177,12 +183,16 @@ class RedisBaselineStore:
 
 
 def _stats(raw: list[bytes | None]) -> BaselineStats | None:
-    """Statistics from their Redis fields (clips, total as float32 bytes, shape); None if absent."""
-    clips, total, shape = raw
+    """Statistics from their Redis fields (clips; total and mass as float32 bytes; shape); None if absent."""
+    clips, total, shape, mass = raw
     if clips is None or total is None or shape is None:
         return None
     dims = tuple(int(d) for d in shape.decode().split(","))
-    return BaselineStats(int(clips), np.frombuffer(total, dtype=np.float32).reshape(dims).copy())
+    return BaselineStats(
+        int(clips),
+        np.frombuffer(total, dtype=np.float32).reshape(dims).copy(),
+        None if mass is None else np.frombuffer(mass, dtype=np.float32).copy(),
+    )
 
 
 def make_baseline_store(

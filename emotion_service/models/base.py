@@ -70,20 +70,30 @@ class ModelInfo:
 
 @dataclass
 class BaselineStats:
-    """A speaker's running statistics: how many clips, and the sum of their standardised features.
+    """A speaker's running statistics: how many clips, and sums of their standardised features.
 
-    Only these numbers are kept for a candidate, never audio. ``total`` is ``(states, width)``.
+    Only these numbers are kept for a candidate, never audio. Either ``total`` is the plain sum
+    ``(states, width)`` and ``mass`` is None, or ``total`` holds one sum per label, each clip
+    weighted by the model's probability of that label, ``(labels, ...)`` (the encoder model keeps
+    them projected, ``(labels, hidden)``), and ``mass`` those probabilities' sums ``(labels,)``
+    (see ``balanced_baseline`` in ``models/encoder.py``).
     """
 
     clips: int
     total: np.ndarray
+    mass: np.ndarray | None = None
 
     def __add__(self, other: BaselineStats) -> BaselineStats:
-        return BaselineStats(self.clips + other.clips, self.total + other.total)
+        mass = None if self.mass is None or other.mass is None else self.mass + other.mass
+        return BaselineStats(self.clips + other.clips, self.total + other.total, mass)
+
+    def fits(self, other: BaselineStats) -> bool:
+        """Whether ``other`` has the same kind and shape (a model whose head changed starts afresh)."""
+        return self.total.shape == other.total.shape and (self.mass is None) == (other.mass is None)
 
     @classmethod
     def of(cls, features: np.ndarray) -> BaselineStats:
-        """The statistics of ``(clips, states, width)`` standardised features."""
+        """The plain statistics of ``(clips, states, width)`` standardised features."""
         return cls(int(features.shape[0]), features.sum(axis=0).astype(np.float32))
 
 
@@ -91,14 +101,16 @@ class BaselineStats:
 class SpeakerAdaptive(Protocol):
     """A model that can judge clips against a speaker's baseline (the encoder model).
 
-    ``standardised`` gives the features whose running statistics form a baseline; ``score``
-    judges features alone (``baseline=None``) or against a baseline of at least
-    ``min_baseline`` clips.
+    ``standardised`` gives the features whose running statistics (``baseline_stats``) form a
+    baseline; ``score`` judges features alone (``baseline=None``) or against a baseline of at
+    least ``min_baseline`` clips.
     """
 
     min_baseline: int
 
     def standardised(self, signals: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def baseline_stats(self, features: np.ndarray) -> BaselineStats: ...
 
     def score(self, features: np.ndarray, baseline: BaselineStats | None = None) -> list[ModelOutput]: ...
 

@@ -5,13 +5,17 @@ standard deviation of each hidden state over the clip's frames, standardised wit
 statistics, feed :class:`EmotionHead`: a learned weighting of the hidden states and a small MLP.
 
 The head has two paths. The *clip* path reads the clip alone. The *baseline* path also reads how
-the clip differs from the speaker's usual voice: the mean of the speaker's standardised features,
-shrunk towards the population (``sum / (clips + shrink)``), so that a baseline of one or two clips
-says little. It was trained with baselines drawn from random subsets of a speaker's clips,
-including sessions where one emotion dominates, so that a session that leans one way is not
-erased; how much of its correction is added (``baseline_weight``) was chosen on inner folds so
-that sessions where one emotion dominates score no worse than their clips alone. Below
-``min_baseline`` clips the clip path answers.
+the clip differs from the speaker's usual voice. That voice is not the plain mean of the speaker's
+clips, which a session that is mostly angry would make angry, but :func:`balanced_baseline`: the
+mean of the centroids of the emotions the clip path hears in the speaker's clips, each emotion
+weighing the same however often it was heard, shrunk towards the population so that a baseline of
+one or two clips says little. The baseline path was trained to classify by itself, on baselines
+drawn from random subsets of a speaker's clips, half of them sessions where one emotion dominates;
+served, its logits are added to the clip path's, scaled by ``baseline_weight`` (chosen on inner
+folds so that neither balanced sessions nor those where one emotion dominates score worse than
+their clips alone). Below ``min_baseline`` clips the clip path answers. Heads of the 1.1 design
+(the ``default`` preset's) use the plain mean, their baseline path trained as a correction to the
+clip path (``HeadCheckpoint.baseline == "mean"``).
 """
 
 from __future__ import annotations
@@ -52,12 +56,12 @@ def shipped(path: str) -> Path:
 
 
 class EmotionHead(nn.Module):
-    """Hidden states weighted and concatenated → clip logits; plus a correction from the baseline.
+    """Hidden states weighted and concatenated → clip logits; plus the baseline path's logits.
 
     Each hidden state's statistics are scaled by a learned weight (softmax over the states, times
     their number) and the states are concatenated. The clip path is an MLP on that. The baseline
-    path adds to the clip path's logits a correction read from the clip and from how it differs
-    from the speaker's baseline, so that it starts from, and can fall back on, the clip alone.
+    path is an MLP on the clip and on how it differs from the speaker's baseline; its logits are
+    added to the clip path's, so that the head falls back on the clip alone without a baseline.
     """
 
     def __init__(self, states: int, width: int, classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
@@ -75,10 +79,45 @@ class EmotionHead(nn.Module):
             nn.Linear(hidden, classes),
         )
 
-    def weighted(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., states, width)`` → ``(..., states * width)``, each state scaled by its learned weight."""
-        weights = torch.softmax(self.layer_logits, 0) * len(self.layer_logits)
+    def weighted(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """``(..., states, width)`` → ``(..., states * width)``, each state scaled by its learned weight
+        (``detach``: without passing gradients to those weights)."""
+        layer_logits = self.layer_logits.detach() if detach else self.layer_logits
+        weights = torch.softmax(layer_logits, 0) * len(layer_logits)
         return (x * weights[:, None]).flatten(-2)
+
+    def class_statistics(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-label sums of ``(..., clips, states, width)`` clips weighted by the clip path's
+        probabilities of each label, ``(..., labels, states, width)``, and those probabilities'
+        sums, ``(..., labels)``. ``valid`` (``(..., clips)``, 0 or 1) leaves clips out."""
+        probabilities = torch.softmax(self.clip(self.weighted(x)), dim=-1)
+        if valid is not None:
+            probabilities = probabilities * valid[..., None]
+        return torch.einsum("...mc,...msw->...csw", probabilities, x), probabilities.sum(dim=-2)
+
+    def relative_logits(self, x: torch.Tensor, baseline: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """The baseline path alone: logits from the clip and how it differs from ``baseline``
+        (``detach``: its loss leaves the states' weights, which the clip path learns, alone)."""
+        v = self.weighted(x, detach)
+        return self.relative(torch.cat([v, v - self.weighted(baseline, detach)], dim=-1))
+
+    def project(self, baseline: torch.Tensor) -> torch.Tensor:
+        """What the baseline path reads of a baseline: ``(..., states, width)`` → ``(..., hidden)``.
+
+        A baseline enters the path only through this linear map, so a speaker's statistics can be
+        kept projected (a few kB instead of every state's sums) and :meth:`relative_from_projection`
+        gives the same logits as :meth:`relative_logits`.
+        """
+        first = self.relative[1]
+        return self.weighted(baseline) @ first.weight[:, first.in_features // 2 :].T
+
+    def relative_from_projection(self, x: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """:meth:`relative_logits` from a projected baseline (evaluation: no dropout)."""
+        first = self.relative[1]
+        size = first.in_features // 2
+        v = self.weighted(x)
+        hidden = v @ (first.weight[:, :size] + first.weight[:, size:]).T + first.bias - projected
+        return self.relative[4](self.relative[2](hidden))
 
     def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
         """Logits of ``(clips, states, width)`` standardised features.
@@ -89,11 +128,29 @@ class EmotionHead(nn.Module):
             weight: How much of the baseline path's correction is added (1 as trained; the
                 checkpoint's ``baseline_weight`` is chosen on inner folds).
         """
-        v = self.weighted(x)
-        logits = self.clip(v)
+        logits = self.clip(self.weighted(x))
         if baseline is None:
             return logits
-        return logits + weight * self.relative(torch.cat([v, v - self.weighted(baseline)], dim=-1))
+        return logits + weight * self.relative_logits(x, baseline)
+
+
+LABEL_PRIOR = 1.0  # pseudo-clips added to each label's mass in a balanced baseline
+
+
+def balanced_baseline(
+    sums: torch.Tensor, mass: torch.Tensor, shrink: float, prior: float = LABEL_PRIOR, feature_dims: int = 2
+) -> torch.Tensor:
+    """A speaker's baseline in which each emotion heard weighs the same, however often it was heard.
+
+    The mean of the per-label centroids ``sums / mass`` (from :meth:`EmotionHead.class_statistics`),
+    each weighted by ``mass / (mass + prior)`` (a label heard in a fraction of one clip counts for
+    little), shrunk towards the population (0) by ``shrink``. A session that is 70% angry then does
+    not make anger the speaker's usual voice.
+    """
+    expand = (..., *([None] * feature_dims))
+    share = mass / (mass + prior)
+    centroids = (sums / (mass + prior)[expand]).sum(dim=-1 - feature_dims)
+    return centroids / (share.sum(dim=-1) + shrink)[expand]
 
 
 @dataclass
@@ -111,6 +168,7 @@ class HeadCheckpoint:
     shrink: float = 2.0
     min_baseline: int = 3
     baseline_weight: float = 1.0
+    baseline: str = "mean"  # "mean" of the clips, or "labels": balanced_baseline
     version: str = "unknown"
     licence: str = "unknown"
     commercial_use: bool = False
@@ -277,6 +335,37 @@ class EncoderModel(EmotionModel):
         """Fewest clips a baseline needs before the baseline path answers."""
         return self.checkpoint.min_baseline
 
+    def baseline_stats(self, features: np.ndarray) -> BaselineStats:
+        """The running statistics of standardised ``features`` this head's baseline is formed from.
+
+        With a per-label baseline: per label, the clips' projected features (:meth:`EmotionHead.project`)
+        weighted by the clip path's probability of the label, ``(labels, hidden)``, and those
+        probabilities' sums; else the plain sum of the features.
+        """
+        if self.checkpoint.baseline != "labels":
+            return BaselineStats.of(features)
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            sums, mass = self.head.class_statistics(x)
+            projected = self.head.project(sums)
+        return BaselineStats(len(features), projected.cpu().numpy(), mass.cpu().numpy())
+
+    def _against(self, x: torch.Tensor, stats: BaselineStats) -> torch.Tensor:
+        """Logits of ``x`` against the baseline ``stats`` hold."""
+        if (stats.mass is None) != (self.checkpoint.baseline != "labels"):
+            raise ValueError(
+                f"baseline statistics of another kind than this head's ({self.checkpoint.baseline}):"
+                " build them with baseline_stats()"
+            )
+        total = torch.from_numpy(np.asarray(stats.total, dtype=np.float32)).to(self.device)
+        weight = self.checkpoint.baseline_weight
+        if stats.mass is None:
+            mean = total / (stats.clips + self.checkpoint.shrink)
+            return self.head(x, mean.expand_as(x), weight)
+        mass = torch.from_numpy(np.asarray(stats.mass, dtype=np.float32)).to(self.device)
+        projected = balanced_baseline(total, mass, self.checkpoint.shrink, feature_dims=1)
+        return self.head(x) + weight * self.head.relative_from_projection(x, projected)
+
     def score(self, features: np.ndarray, baseline: BaselineStats | None = None) -> list[ModelOutput]:
         """Outputs for standardised ``features``, on the clip path or against ``baseline``.
 
@@ -287,9 +376,7 @@ class EncoderModel(EmotionModel):
         with torch.inference_mode():
             if use_baseline:
                 assert baseline is not None
-                mean = baseline.total / (baseline.clips + self.checkpoint.shrink)
-                mean = torch.from_numpy(mean.astype(np.float32)).to(self.device)
-                logits = self.head(x, mean.expand_as(x), self.checkpoint.baseline_weight)
+                logits = self._against(x, baseline)
                 logits = logits / self.checkpoint.temperature_baseline
             else:
                 logits = self.head(x) / self.checkpoint.temperature_clip
@@ -307,4 +394,4 @@ class EncoderModel(EmotionModel):
     ) -> list[ModelOutput]:
         require_sampling_rate(sampling_rate, self.info.display_name)
         features = self.standardised(signals)
-        return self.score(features, BaselineStats.of(features) if same_speaker else None)
+        return self.score(features, self.baseline_stats(features) if same_speaker else None)
