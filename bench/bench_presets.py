@@ -112,16 +112,16 @@ def agreement(payloads: list[bytes], quantize: str) -> dict[str, float | str]:
     """Cosine of the default head's logits, ``quantize`` (int8, bf16) encoder against fp32, on real clips."""
     config = load_models_config()
     fp32 = next(iter(load_preset(config, "default", device="cpu", quantize="none").models.values()))
-    int8 = next(iter(load_preset(config, "default", device="cpu", quantize=quantize).models.values()))
+    other = next(iter(load_preset(config, "default", device="cpu", quantize=quantize).models.values()))
     cosines, same = [], 0
     for payload in payloads:
         signal = decode_audio(payload, LIMITS).signal
         with torch.inference_mode():
             a = fp32.head(torch.from_numpy(fp32.standardised([signal])))[0]
-            b = int8.head(torch.from_numpy(int8.standardised([signal])))[0]
+            b = other.head(torch.from_numpy(other.standardised([signal])))[0]
         cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
         same += int(a.argmax() == b.argmax())
-    return {"dtype": int8.info.extra["dtype"], "mean_cosine": round(float(np.mean(cosines)), 5),
+    return {"dtype": other.info.dtype, "mean_cosine": round(float(np.mean(cosines)), 5),
             "min_cosine": round(float(np.min(cosines)), 5), "same_top_label": f"{same}/{len(payloads)}"}  # fmt: skip
 
 

@@ -111,8 +111,9 @@ def announce_ready(settings: Settings, app: Any) -> None:
     for model in analyzer.models.values():
         info = model.info
         note = "" if info.commercial_use else "  [non-commercial licence]"
-        dtype = info.extra.get("dtype", "fp32")
-        print(f"  model {info.name}: {info.display_name} {info.version} on {info.device} ({dtype}){note}", flush=True)
+        print(
+            f"  model {info.name}: {info.display_name} {info.version} on {info.device} ({info.dtype}){note}", flush=True
+        )
     for failure in analyzer.failures:
         print(f"  model {failure.name} NOT loaded: {failure.reason}", flush=True)
     state = "ready" if analyzer.models else "running WITHOUT models (see /health)"

@@ -57,7 +57,7 @@ def health():
             "licence": m.info.licence,
             "commercial_use": m.info.commercial_use,
             "device": m.info.device,
-            "dtype": m.info.extra.get("dtype", "fp32"),
+            "dtype": m.info.dtype,
             "labels": list(m.info.labels),
             "attribution": m.info.extra.get("attribution") or None,
         }

@@ -67,6 +67,11 @@ class ModelInfo:
     commercial_use: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def dtype(self) -> str:
+        """The arithmetic its weights run in (``extra["dtype"]``; fp32 when a backend does not say)."""
+        return self.extra.get("dtype", "fp32")
+
 
 @dataclass
 class BaselineStats:

@@ -113,10 +113,9 @@ class EmotionHead(nn.Module):
 
     def relative_from_projection(self, x: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
         """:meth:`relative_logits` from a projected baseline (evaluation: no dropout)."""
-        first = self.relative[1]
-        size = first.in_features // 2
         v = self.weighted(x)
-        hidden = v @ (first.weight[:, :size] + first.weight[:, size:]).T + first.bias - projected
+        # The first layer reads [v, v - b]: on [v, v], less what it reads of b (the projection).
+        hidden = self.relative[1](torch.cat([v, v], dim=-1)) - projected
         return self.relative[4](self.relative[2](hidden))
 
     def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
@@ -151,6 +150,21 @@ def balanced_baseline(
     share = mass / (mass + prior)
     centroids = (sums / (mass + prior)[expand]).sum(dim=-1 - feature_dims)
     return centroids / (share.sum(dim=-1) + shrink)[expand]
+
+
+def speaker_baseline(
+    head: EmotionHead, x: torch.Tensor, kind: str, shrink: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The baseline of one speaker's ``(..., clips, states, width)`` clips, ``(..., states, width)``.
+
+    ``kind`` ``labels``: :func:`balanced_baseline` of the clip path's per-label statistics;
+    ``mean``: the clips' mean, shrunk towards the population by ``shrink`` pseudo-clips.
+    ``valid`` (``(..., clips)``, 0 or 1) leaves clips out.
+    """
+    if kind == "labels":
+        return balanced_baseline(*head.class_statistics(x, valid), shrink)
+    present = torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device) if valid is None else valid
+    return (x * present[..., None, None]).sum(dim=-3) / (present.sum(dim=-1)[..., None, None] + shrink)
 
 
 @dataclass

@@ -195,12 +195,10 @@ def quantize_int8(model: nn.Module, keep_float: Sequence[str] = ()) -> nn.Module
     # grouped convolutions) gets its own memory: one left pointing into the checkpoint's memory map
     # keeps the whole file mapped, and the pages quantisation read stay resident (measured:
     # HuBERT-Large int8 kept 1.31 GB of file pages beside 0.71 GB of its own; 0.11 GB once owned).
-    linear = [
-        name for name, m in model.named_modules() if type(m) is nn.Linear and not name.endswith(tuple(keep_float))
-    ]
     modules = dict(model.named_modules())
+    linear = [name for name, m in modules.items() if type(m) is nn.Linear and not name.endswith(tuple(keep_float))]
     quantized = {id(modules[name].weight) for name in linear}
-    quantized |= {id(m.weight) for m in model.modules() if Int8Conv1d.accepts(m)}
+    quantized |= {id(m.weight) for m in modules.values() if Int8Conv1d.accepts(m)}
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         if id(tensor) not in quantized:
             tensor.data = tensor.data.clone()

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS
-from ..models.encoder import EmotionHead, balanced_baseline
+from ..models.encoder import EmotionHead, speaker_baseline
 from ..models.whisper_encoder import WhisperEncoder
 from .common import AUGMENT_VERSION, Clip, augment, cache_dir, metrics, read_audio, read_manifest, softmax
 
@@ -352,18 +352,13 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
             members, valid = sample_baselines(data, batch, config, rng)
             used = valid.sum(axis=1) >= config.min_baseline
             if used.any():
-                b = standardised(members[used])
                 present = torch.from_numpy(valid[used]).float()
-                if config.baseline == "labels":
-                    head.eval()  # the probabilities the served head would give
-                    with torch.no_grad():
-                        sums, mass = head.class_statistics(b, present)
-                    head.train()
-                    baseline = balanced_baseline(sums, mass, config.shrink)
-                else:
-                    baseline = (b * present[..., None, None]).sum(dim=1) / (
-                        present.sum(dim=1)[:, None, None] + config.shrink
+                head.eval()  # the probabilities the served head would give
+                with torch.no_grad():
+                    baseline = speaker_baseline(
+                        head, standardised(members[used]), config.baseline, config.shrink, present
                     )
+                head.train()
                 if config.relative_loss == "alone":
                     # The states' weights are the clip path's to learn (with them shared, the
                     # default's clip path scored 0.5 points lower on RAVDESS's inner folds).
@@ -390,14 +385,6 @@ def standardise(data: Dataset, rows: np.ndarray, mean: np.ndarray, std: np.ndarr
 def clip_logits(head: EmotionHead, z: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return head(torch.from_numpy(z)).numpy()
-
-
-def session_baseline(head: EmotionHead, z: np.ndarray, shrink: float, kind: str = "mean") -> torch.Tensor:
-    """The baseline of the clips ``z`` (``(clips, states, width)``), as the served model forms it."""
-    if kind == "labels":
-        with torch.inference_mode():
-            return balanced_baseline(*head.class_statistics(torch.from_numpy(z)), shrink)
-    return torch.from_numpy((z.sum(axis=0) / (len(z) + shrink)).astype(np.float32))
 
 
 def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 10, draws: int = 2) -> list[np.ndarray]:
@@ -435,9 +422,9 @@ def session_logits(
     """Logits of every clip of every session against its session's baseline, and the clips' positions."""
     logits, where = [], []
     for group in groups:
-        base = session_baseline(head, z[group], shrink, kind)
         with torch.inference_mode():
             x = torch.from_numpy(z[group])
+            base = speaker_baseline(head, x, kind, shrink)
             logits.append(head(x, base.expand_as(x), weight).numpy())
         where.append(group)
     return np.concatenate(logits), np.concatenate(where)
