@@ -17,6 +17,10 @@ CANONICAL_LABELS: tuple[str, ...] = (
     "surprised",
 )
 
+# Labels a corpus that lacks them files under another of its labels. A corpus without calm (CREMA-D)
+# files calm voices as neutral: its neutral clips teach "neutral or calm", never "not calm".
+COVERED_BY: dict[str, tuple[str, ...]] = {"neutral": ("calm",)}
+
 CHINESE_NAMES: dict[str, str] = {
     "neutral": "中性",
     "calm": "平静",

@@ -665,10 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_p.add_argument(
         "--baseline-path",
-        choices=("alone", "residual"),
+        choices=("alone", "combined", "residual"),
         default=HeadConfig.relative_loss,
-        help="the baseline path learns to classify by itself (alone) or a correction to the clip path"
-        " (residual; the 1.1 heads) (--kind encoder)",
+        help="the baseline path learns to classify by itself (alone), that and its sum with the clip path"
+        " (combined), or a correction to the clip path (residual; the 1.1 heads) (--kind encoder)",
+    )
+    fit_p.add_argument(
+        "--baseline-reads",
+        choices=("difference", "both"),
+        default=HeadConfig.reads,
+        help="the baseline path reads how the clip differs from the baseline (difference) or the clip too"
+        " (both; the 1.1 and 1.2 heads) (--kind encoder)",
     )
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")

@@ -81,8 +81,8 @@ def test_the_store_keeps_statistics_under_a_keyed_hash_and_forgets_them():
     assert store.delete(["m"], key) and store.get("m", key) is None and not store.delete(["m"], key)
 
 
-def _per_label(clips: int, level: float) -> BaselineStats:
-    return BaselineStats(clips, np.full((3, 1, 2), level, np.float32), np.full(3, level, np.float32))
+def _per_label(clips: int, level: float, source: str = "head-1") -> BaselineStats:
+    return BaselineStats(clips, np.full((3, 1, 2), level, np.float32), np.full(3, level, np.float32), source)
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
@@ -97,7 +97,11 @@ def test_per_label_statistics_add_up_and_a_change_of_kind_starts_afresh(kind, re
     store.add("m", key, _per_label(1, 2.0))
     kept = store.get("m", key)
     assert kept.clips == 3 and kept.total.shape == (3, 1, 2) and kept.mass.tolist() == [3.0, 3.0, 3.0]
-    assert kept.total[2, 0].tolist() == [3.0, 3.0]
+    assert kept.total[2, 0].tolist() == [3.0, 3.0] and kept.source == "head-1"
+    # A new head whose statistics have the same shape does not add to the old head's.
+    store.add("m", key, _per_label(1, 5.0, source="head-2"))
+    kept = store.get("m", key)
+    assert kept.clips == 1 and kept.source == "head-2" and kept.mass.tolist() == [5.0, 5.0, 5.0]
     # A head that changed to plain sums (another shape, no mass) does not add to the old kind.
     store.add("m", key, BaselineStats(1, np.ones((1, 2), np.float32)))
     kept = store.get("m", key)

@@ -7,6 +7,7 @@ and saved by the tests themselves; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,12 +19,11 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 
 from emotion_service.config import ModelSpec
 from emotion_service.labels import CANONICAL_LABELS
-from emotion_service.models import encoder as encoder_module
 from emotion_service.models.base import BaselineStats
 from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint, balanced_baseline
 from emotion_service.models.optimize import native_bf16
 from emotion_service.models.registry import BACKENDS
-from emotion_service.models.whisper_encoder import WhisperEncoder, windows
+from emotion_service.models.whisper_encoder import CALIBRATION_FILE, Int8Calibration, WhisperEncoder, windows
 
 from .signals import voice_like
 
@@ -114,13 +114,13 @@ def test_windows_cover_long_audio_with_overlap():
     assert all(b[0] <= a[1] - 0.25 * 30 * RATE for a, b in zip(spans, spans[1:], strict=False))
 
 
-def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0) -> HeadCheckpoint:
+def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0, reads="both") -> HeadCheckpoint:
     """A random head over the tiny encoder, with the standardisation of a few generated clips."""
     torch.manual_seed(seed)
     encoder = WhisperEncoder.load(encoder_dir)
     with torch.inference_mode():
         pooled = encoder.pooled([voice_like(0.5 + 0.08 * i, f0=120.0 + 30 * i, seed=i) for i in range(6)]).numpy()
-    head = EmotionHead(3, 128, len(labels), hidden=16)
+    head = EmotionHead(3, 128, len(labels), hidden=16, reads=reads)
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0, 0.5)
@@ -138,6 +138,7 @@ def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0) -> HeadCheckpo
         licence="MIT (test)",
         commercial_use=True,
         attribution="test",
+        reads=reads,
     )
 
 
@@ -197,8 +198,9 @@ def test_a_balanced_baseline_does_not_make_the_usual_voice_of_a_session_that_lea
     assert balanced_baseline(sums, p.sum(0), shrink=10.0).abs().max() < baseline.abs().max() / 2
 
 
-def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_dir, tmp_path):
-    checkpoint = head_checkpoint(encoder_dir)
+@pytest.mark.parametrize("reads", ["both", "difference"])
+def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_dir, tmp_path, reads):
+    checkpoint = head_checkpoint(encoder_dir, reads=reads)
     checkpoint.baseline = "labels"
     checkpoint.to_file(tmp_path / "head.pt")
     model = EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
@@ -227,6 +229,8 @@ def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_di
         for a, b in zip(alone, judged, strict=True)
         for k in a.probabilities
     )
+    # A path that reads only the difference has a first layer half as wide.
+    assert model.head.relative[1].in_features == (1 if reads == "difference" else 2) * model.head.clip[1].in_features
     young = model.baseline_stats(features[:2])
     assert model.score(features[:2], young)[0].probabilities == pytest.approx(alone[0].probabilities, abs=1e-5)
     # A batch of one speaker is judged against the same per-label baseline.
@@ -246,19 +250,26 @@ def test_long_audio_goes_through_in_windows(head_dir, encoder_dir):
     assert np.allclose(features[0], expected, atol=2e-4)
 
 
-def test_int8_stays_close_to_fp32(head_dir, encoder_dir, monkeypatch):
-    # The tiny encoder has two layers; the shipped list names the fourth of Whisper base.
-    monkeypatch.setattr(encoder_module, "FLOAT_LAYERS", ("layers.1.fc2",))
+def test_int8_stays_close_to_fp32(head_dir, encoder_dir, tmp_path):
     fp32 = EncoderModel.load(head_dir, encoder_dir=encoder_dir)
-    int8 = EncoderModel.load(head_dir, encoder_dir=encoder_dir, quantize="int8")
-    assert int8.info.extra["dtype"] == "int8"
-    # The layers named in FLOAT_LAYERS stay fp32 (outlier channels in their input), the others are int8.
-    int8_layers = {name: isinstance(m, DynamicLinear) for name, m in int8.encoder.named_modules()}
-    assert not int8_layers["layers.1.fc2"] and int8_layers["layers.1.fc1"] and int8_layers["layers.0.fc2"]
-    assert int8_layers["layers.0.self_attn.q_proj"]
     clips = [voice_like(0.9, f0=130.0 + 25 * i, seed=50 + i) for i in range(3)]
-    a, b = fp32.standardised(clips).ravel(), int8.standardised(clips).ravel()
-    assert float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+    reference = fp32.standardised(clips).ravel()
+    # Without a calibration beside the encoder every linear layer is int8 as it is; with one, the
+    # encoder is smoothed first (fc2 scales its input) and its weights quantised per channel.
+    calibrated = tmp_path / "encoder"
+    shutil.copytree(encoder_dir, calibrated)
+    training = [voice_like(1.0, f0=110.0 + 30 * i, seed=60 + i) for i in range(3)]
+    Int8Calibration(WhisperEncoder.load(encoder_dir).activation_peaks(training), 0.8).to_file(
+        calibrated / CALIBRATION_FILE
+    )
+    for folder in (encoder_dir, calibrated):
+        int8 = EncoderModel.load(head_dir, encoder_dir=folder, quantize="int8")
+        assert int8.info.extra["dtype"] == "int8"
+        assert not any(type(m) is torch.nn.Linear for m in int8.encoder.modules())
+        fc2 = int8.encoder.layers[1].fc2
+        assert isinstance(fc2.linear if folder == calibrated else fc2, DynamicLinear)
+        out = int8.standardised(clips).ravel()
+        assert float(np.dot(reference, out) / np.linalg.norm(reference) / np.linalg.norm(out)) > 0.99
 
 
 def test_bf16_runs_where_the_cpu_multiplies_it_and_matches_fp32(head_dir, encoder_dir):

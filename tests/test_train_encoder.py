@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from emotion_service import train
 from emotion_service.models.encoder import EncoderModel
@@ -183,3 +184,45 @@ def test_sampled_baselines_include_the_clip_and_skew_to_one_emotion():
     big = np.flatnonzero(valid.sum(axis=1) == 11)
     shares = [np.bincount(y[members[r][1:]]).max() / 10 for r in big]
     assert len(big) > 3 and min(shares) == 0.7  # 7 of the 10 others show one emotion
+
+
+def test_a_corpus_without_calm_teaches_neutral_or_calm_and_never_leaves_a_label_free():
+    # Corpus one has every label; corpus two has no calm and no surprised (as CREMA-D).
+    labels = ("neutral", "calm", "happy", "surprised")
+    y = np.array([0, 1, 2, 3, 0, 2])
+    corpus = np.array([0, 0, 0, 0, 1, 1])
+    mask = np.array([[True] * 4] * 4 + [[True, False, True, False]] * 2)
+    data = training.Dataset(
+        clips=[None] * 6, corpus=corpus, y=y, speaker=np.zeros(6, int), features=np.zeros((6, 1, 1, 1)),
+        mask=mask, labels=labels, corpora=[],
+    )  # fmt: skip
+    allowed = training.allowed_labels(data)
+    assert allowed.tolist() == [
+        [True, False, False, False],  # corpus one's neutral is not calm: it has calm
+        [False, True, False, False],
+        [False, False, True, False],
+        [False, False, False, True],
+        [True, True, False, False],  # corpus two's neutral may be calm
+        [False, False, True, False],  # and its happy is not surprised: nothing files surprised under happy
+    ]
+    logits = torch.randn(6, 4)
+    target = torch.from_numpy(y)
+    one = torch.nn.functional.one_hot(target, 4).bool()
+    expected = torch.nn.functional.cross_entropy(logits, target, reduction="none", label_smoothing=0.05)
+    assert torch.allclose(training.set_cross_entropy(logits, one, 0.05), expected, atol=1e-6)
+    p = torch.softmax(logits, dim=-1)
+    either = training.set_cross_entropy(logits, torch.from_numpy(allowed), 0.0)
+    assert either[4].item() == pytest.approx(-torch.log(p[4, 0] + p[4, 1]).item(), rel=1e-5)
+    # Every label is in the loss: mass on surprised costs a corpus-two happy clip.
+    pushed = logits.clone()
+    pushed[5, 3] += 5.0
+    assert training.set_cross_entropy(pushed, torch.from_numpy(allowed), 0.0)[5] > either[5]
+
+
+def test_the_served_ua_takes_the_top_of_every_label():
+    labels = ("neutral", "calm", "happy", "surprised")
+    own = ("neutral", "happy")
+    y = np.array([0, 0, 1, 1])  # indexes own
+    logits = np.array([[0, 5, 0, 0], [5, 0, 0, 0], [0, 0, 5, 0], [0, 0, 4, 5]], dtype=float)
+    # calm counts as neutral in a corpus without calm; surprised is wrong.
+    assert training.served_ua(logits, y, labels, own) == pytest.approx(0.75)

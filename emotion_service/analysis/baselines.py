@@ -4,7 +4,8 @@ A platform that names a ``candidate_id`` gets each clip judged against that cand
 voice. What is kept is, per model, the number of clips seen and, for each emotion, the sum of
 their encoder features as the model's baseline path reads them (a 256-number projection), weighted
 by the model's probability of that emotion, with those probabilities' sums (8 kB per model; never
-audio; a head with a plain-mean baseline keeps the plain sum instead), under a keyed hash of the
+audio; a head with a plain-mean baseline keeps the plain sum instead) and the version of the head
+that formed them (another head's start afresh), under a keyed hash of the
 id (HMAC-SHA256 with ``BASELINE_SECRET``: the store never holds the platform's id), for
 ``BASELINE_TTL_HOURS`` after the last clip, and deleted at once by ``DELETE /candidates/<id>``.
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "emotion:baseline:v1:"
 MAX_CANDIDATE_ID = 256
-FIELDS = ("clips", "total", "shape", "mass")
+FIELDS = ("clips", "total", "shape", "mass", "source")
 UNAVAILABLE = "The store of candidate baselines (Redis) cannot be reached; try again in a minute."
 
 
@@ -158,6 +159,7 @@ class RedisBaselineStore:
                             "clips": current.clips,
                             "total": current.total.astype(np.float32).tobytes(),
                             "shape": ",".join(map(str, shape)),
+                            "source": current.source,
                         }
                         pipe.multi()
                         if current.mass is None:
@@ -183,8 +185,9 @@ class RedisBaselineStore:
 
 
 def _stats(raw: list[bytes | None]) -> BaselineStats | None:
-    """Statistics from their Redis fields (clips; total and mass as float32 bytes; shape); None if absent."""
-    clips, total, shape, mass = raw
+    """Statistics from their Redis fields (clips; total and mass as float32 bytes; shape; the head's
+    version); None if absent."""
+    clips, total, shape, mass, source = raw
     if clips is None or total is None or shape is None:
         return None
     dims = tuple(int(d) for d in shape.decode().split(","))
@@ -192,6 +195,7 @@ def _stats(raw: list[bytes | None]) -> BaselineStats | None:
         int(clips),
         np.frombuffer(total, dtype=np.float32).reshape(dims).copy(),
         None if mass is None else np.frombuffer(mass, dtype=np.float32).copy(),
+        "" if source is None else source.decode(),
     )
 
 

@@ -81,25 +81,32 @@ class BaselineStats:
     ``(states, width)`` and ``mass`` is None, or ``total`` holds one sum per label, each clip
     weighted by the model's probability of that label, ``(labels, ...)`` (the encoder model keeps
     them projected, ``(labels, hidden)``), and ``mass`` those probabilities' sums ``(labels,)``
-    (see ``balanced_baseline`` in ``models/encoder.py``).
+    (see ``balanced_baseline`` in ``models/encoder.py``). ``source`` names the head that formed
+    them (its version): another head's statistics mean something else, even with the same shape.
     """
 
     clips: int
     total: np.ndarray
     mass: np.ndarray | None = None
+    source: str = ""
 
     def __add__(self, other: BaselineStats) -> BaselineStats:
         mass = None if self.mass is None or other.mass is None else self.mass + other.mass
-        return BaselineStats(self.clips + other.clips, self.total + other.total, mass)
+        return BaselineStats(self.clips + other.clips, self.total + other.total, mass, self.source)
 
     def fits(self, other: BaselineStats) -> bool:
-        """Whether ``other`` has the same kind and shape (a model whose head changed starts afresh)."""
-        return self.total.shape == other.total.shape and (self.mass is None) == (other.mass is None)
+        """Whether ``other`` comes from the same head, of the same kind and shape (a model whose head
+        changed starts afresh)."""
+        return (
+            self.source == other.source
+            and self.total.shape == other.total.shape
+            and (self.mass is None) == (other.mass is None)
+        )
 
     @classmethod
-    def of(cls, features: np.ndarray) -> BaselineStats:
+    def of(cls, features: np.ndarray, source: str = "") -> BaselineStats:
         """The plain statistics of ``(clips, states, width)`` standardised features."""
-        return cls(int(features.shape[0]), features.sum(axis=0).astype(np.float32))
+        return cls(int(features.shape[0]), features.sum(axis=0).astype(np.float32), source=source)
 
 
 @runtime_checkable

@@ -4,8 +4,8 @@ A clip goes through the encoder at its real length (:mod:`.whisper_encoder`); th
 standard deviation of each hidden state over the clip's frames, standardised with the training
 statistics, feed :class:`EmotionHead`: a learned weighting of the hidden states and a small MLP.
 
-The head has two paths. The *clip* path reads the clip alone. The *baseline* path also reads how
-the clip differs from the speaker's usual voice. That voice is not the plain mean of the speaker's
+The head has two paths. The *clip* path reads the clip alone. The *baseline* path reads how the
+clip differs from the speaker's usual voice (heads before 1.3 also read the clip there). That voice is not the plain mean of the speaker's
 clips, which a session that is mostly angry would make angry, but :func:`balanced_baseline`: the
 mean of the centroids of the emotions the clip path hears in the speaker's clips, each emotion
 weighing the same however often it was heard, shrunk towards the population so that a baseline of
@@ -14,8 +14,8 @@ drawn from random subsets of a speaker's clips, half of them sessions where one 
 served, its logits are added to the clip path's, scaled by ``baseline_weight`` (chosen on inner
 folds so that neither balanced sessions nor those where one emotion dominates score worse than
 their clips alone). Below ``min_baseline`` clips the clip path answers. Heads of the 1.1 design
-(the ``default`` preset's) use the plain mean, their baseline path trained as a correction to the
-clip path (``HeadCheckpoint.baseline == "mean"``).
+use the plain mean, their baseline path trained as a correction to the clip path
+(``HeadCheckpoint.baseline == "mean"``); both designs load and serve.
 """
 
 from __future__ import annotations
@@ -32,17 +32,12 @@ from torch import nn
 
 from ..config import SAMPLING_RATE
 from .base import BaselineStats, EmotionModel, ModelInfo, ModelOutput, require_sampling_rate
-from .whisper_encoder import WhisperEncoder, windows
+from .whisper_encoder import CALIBRATION_FILE, Int8Calibration, WhisperEncoder, windows
 
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = "head.pt"
 BATCH_SECONDS = 60.0  # audio per encoder forward pass (bounds its memory)
-# Linear layers that stay fp32 under int8, measured on Whisper base: the fourth layer's second FFN
-# matrix reads a GELU output with outlier channels that 8 bits per tensor cannot hold. On 120
-# held-out clips, logits' cosine to fp32: int8 everywhere 0.9913 (lowest 0.9585), this layer fp32
-# 0.9983 (0.9889), every fc2 fp32 0.9989 (0.9937) but 35% slower; no other single layer mattered.
-FLOAT_LAYERS = ("layers.3.fc2",)
 ENCODER_FOLDER = "encoder"  # in a head's folder: the encoder it was trained on, unless shipped elsewhere
 
 
@@ -55,17 +50,32 @@ def shipped(path: str) -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / path
 
 
+RELATIVE_READS = ("both", "difference")  # what the baseline path reads: [clip, clip - baseline] or the difference
+
+
 class EmotionHead(nn.Module):
     """Hidden states weighted and concatenated → clip logits; plus the baseline path's logits.
 
     Each hidden state's statistics are scaled by a learned weight (softmax over the states, times
     their number) and the states are concatenated. The clip path is an MLP on that. The baseline
-    path is an MLP on the clip and on how it differs from the speaker's baseline; its logits are
-    added to the clip path's, so that the head falls back on the clip alone without a baseline.
+    path is an MLP on how the clip differs from the speaker's baseline (``reads="difference"``),
+    or on the clip and that difference (``"both"``, heads before 1.3); its logits are added to the
+    clip path's, so that the head falls back on the clip alone without a baseline.
     """
 
-    def __init__(self, states: int, width: int, classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        states: int,
+        width: int,
+        classes: int,
+        hidden: int = 256,
+        dropout: float = 0.3,
+        reads: str = "both",
+    ) -> None:
         super().__init__()
+        if reads not in RELATIVE_READS:
+            raise ValueError(f"reads must be one of {RELATIVE_READS}, got {reads!r}")
+        self.reads = reads
         self.layer_logits = nn.Parameter(torch.zeros(states))
         size = states * width
         self.clip = nn.Sequential(
@@ -73,7 +83,7 @@ class EmotionHead(nn.Module):
         )
         self.relative = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(2 * size, hidden),
+            nn.Linear(size if reads == "difference" else 2 * size, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, classes),
@@ -99,7 +109,8 @@ class EmotionHead(nn.Module):
         """The baseline path alone: logits from the clip and how it differs from ``baseline``
         (``detach``: its loss leaves the states' weights, which the clip path learns, alone)."""
         v = self.weighted(x, detach)
-        return self.relative(torch.cat([v, v - self.weighted(baseline, detach)], dim=-1))
+        difference = v - self.weighted(baseline, detach)
+        return self.relative(difference if self.reads == "difference" else torch.cat([v, difference], dim=-1))
 
     def project(self, baseline: torch.Tensor) -> torch.Tensor:
         """What the baseline path reads of a baseline: ``(..., states, width)`` → ``(..., hidden)``.
@@ -109,13 +120,14 @@ class EmotionHead(nn.Module):
         gives the same logits as :meth:`relative_logits`.
         """
         first = self.relative[1]
-        return self.weighted(baseline) @ first.weight[:, first.in_features // 2 :].T
+        b = self.weighted(baseline)
+        return b @ first.weight[:, first.in_features - b.shape[-1] :].T  # the columns that read b
 
     def relative_from_projection(self, x: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
         """:meth:`relative_logits` from a projected baseline (evaluation: no dropout)."""
         v = self.weighted(x)
-        # The first layer reads [v, v - b]: on [v, v], less what it reads of b (the projection).
-        hidden = self.relative[1](torch.cat([v, v], dim=-1)) - projected
+        # The first layer reads [v, v - b] (or v - b): on [v, v] (or v), less what it reads of b.
+        hidden = self.relative[1](v if self.reads == "difference" else torch.cat([v, v], dim=-1)) - projected
         return self.relative[4](self.relative[2](hidden))
 
     def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
@@ -183,6 +195,7 @@ class HeadCheckpoint:
     min_baseline: int = 3
     baseline_weight: float = 1.0
     baseline: str = "mean"  # "mean" of the clips, or "labels": balanced_baseline
+    reads: str = "both"  # what the baseline path reads (RELATIVE_READS)
     version: str = "unknown"
     licence: str = "unknown"
     commercial_use: bool = False
@@ -236,7 +249,7 @@ class EncoderModel(EmotionModel):
         self.labels = head.labels
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device)
-        self.head = EmotionHead(head.depth + 1, head.mean.shape[-1], len(head.labels), head.hidden)
+        self.head = EmotionHead(head.depth + 1, head.mean.shape[-1], len(head.labels), head.hidden, reads=head.reads)
         self.head.load_state_dict(head.state)
         self.head.eval().requires_grad_(False).to(self.device)
         self.mean = torch.from_numpy(head.mean).to(self.device)
@@ -274,9 +287,10 @@ class EncoderModel(EmotionModel):
                 folder with ``config.json`` and ``model.safetensors``).
             encoder_dir: The encoder's folder.
             device: ``cpu`` or ``cuda`` (fp16 there).
-            quantize: ``int8`` quantises the encoder's linear layers on CPU (but
-                :data:`FLOAT_LAYERS`); ``bf16`` runs the encoder in bfloat16 on a CPU that
-                multiplies it natively (AVX-512 BF16 or AMX), else fp32 (emulated bf16 is slower).
+            quantize: ``int8`` quantises the encoder's linear layers on CPU, smoothed first with
+                the encoder folder's :data:`~.whisper_encoder.CALIBRATION_FILE`; ``bf16`` runs
+                the encoder in bfloat16 on a CPU that multiplies it natively (AVX-512 BF16 or
+                AMX), else fp32 (emulated bf16 is slower).
         """
         head_dir = Path(head_dir)
         head_file = head_dir / HEAD_FILE if head_dir.is_dir() else head_dir
@@ -293,9 +307,23 @@ class EncoderModel(EmotionModel):
             encoder.mel.float()  # the STFT stays fp32: cuFFT has no fp16 for 400-point transforms
             dtype = "fp16"
         elif quantize == "int8":
-            from .optimize import quantize_int8
+            from .optimize import native_vnni, quantize_int8
 
-            encoder = quantize_int8(encoder, keep_float=FLOAT_LAYERS)
+            # Whisper's activations have outlier channels and frames that 8 bits per tensor cannot
+            # hold. Logits' cosine to fp32 on 120 held-out clips, smoothed, 8-bit activations
+            # (VNNI): default 1.3 0.99926, commercial 1.3 0.99934; 7-bit 0.99876 / 0.99903. The
+            # 1.1 default head: int8 as it is 0.9913, with layers.3.fc2 fp32 0.9983.
+            calibration = encoder_dir / CALIBRATION_FILE
+            if calibration.is_file():
+                encoder.smooth(Int8Calibration.from_file(calibration))
+            else:
+                logger.warning(
+                    "no %s in %s: int8 without smoothing moves the logits (cosine to fp32 ~0.99);"
+                    " make one with `python bench/calibrate_int8.py`",
+                    CALIBRATION_FILE,
+                    encoder_dir,
+                )
+            encoder = quantize_int8(encoder, per_channel=calibration.is_file(), full_range=native_vnni())
             dtype = "int8"
         elif quantize == "bf16":
             from .optimize import native_bf16
@@ -357,12 +385,12 @@ class EncoderModel(EmotionModel):
         probabilities' sums; else the plain sum of the features.
         """
         if self.checkpoint.baseline != "labels":
-            return BaselineStats.of(features)
+            return BaselineStats.of(features, self.info.version)
         x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             sums, mass = self.head.class_statistics(x)
             projected = self.head.project(sums)
-        return BaselineStats(len(features), projected.cpu().numpy(), mass.cpu().numpy())
+        return BaselineStats(len(features), projected.cpu().numpy(), mass.cpu().numpy(), self.info.version)
 
     def _against(self, x: torch.Tensor, stats: BaselineStats) -> torch.Tensor:
         """Logits of ``x`` against the baseline ``stats`` hold."""

@@ -5,7 +5,9 @@ The weights are OpenAI Whisper ``base``'s encoder (MIT; shipped in
 are the ones of ``transformers``' ``WhisperEncoder`` (same state-dict keys, same arithmetic: the
 tests compare the two on a full 30 s input), written out here so that a clip runs on its own
 length instead of being padded to 30 s (10× less work for a 3 s answer), a batch of clips of
-different lengths runs with an attention mask, and the linear layers can be quantised to int8.
+different lengths runs with an attention mask, and the linear layers can be quantised to int8
+(smoothed first, :meth:`WhisperEncoder.smooth`, with the activation peaks of
+:data:`CALIBRATION_FILE` beside the weights).
 
 What comes out of :meth:`WhisperEncoder.pooled` is, for each of the encoder's hidden states (the
 input to the first layer and the output of every layer), the mean and standard deviation over
@@ -27,10 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SAMPLING_RATE
+from .optimize import SmoothedLinear, activation_peaks, smooth_after_norm, smooth_through, smoothing_scale
 
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms: 100 mel frames per second, 50 encoder frames per second
 MAX_SECONDS = 30.0  # the encoder's positions stop at 1500 frames
+CALIBRATION_FILE = "int8-calibration.safetensors"  # beside the weights: what smoothing for int8 needs
+# The linear layers whose input peaks smoothing reads, per encoder layer (k_proj and v_proj read
+# q_proj's input).
+SMOOTHED_INPUTS = ("self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,33 @@ class EncoderConfig:
             mel_bins=raw["num_mel_bins"],
             max_positions=raw["max_source_positions"],
         )
+
+
+@dataclass(frozen=True)
+class Int8Calibration:
+    """What smoothing an encoder for int8 needs: the largest magnitude of each input channel of
+    its linear layers (:data:`SMOOTHED_INPUTS`) on real speech, and SmoothQuant's ``alpha``."""
+
+    peaks: dict[str, torch.Tensor]
+    alpha: float
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Int8Calibration:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            peaks = {name: handle.get_tensor(name).float() for name in handle.keys()}  # noqa: SIM118
+        if "alpha" not in metadata:
+            raise ValueError(f"{path} has no alpha in its metadata: write it with Int8Calibration.to_file")
+        return cls(peaks, float(metadata["alpha"]))
+
+    def to_file(self, path: str | Path, **provenance: str) -> None:
+        """Save as safetensors (fp16 peaks), ``alpha`` and ``provenance`` in the metadata."""
+        from safetensors.torch import save_file
+
+        tensors = {name: peak.half().contiguous() for name, peak in sorted(self.peaks.items())}
+        save_file(tensors, str(path), metadata={"alpha": repr(self.alpha), **provenance})
 
 
 def mel_filters(mel_bins: int = 80) -> torch.Tensor:
@@ -132,7 +166,7 @@ class _Layer(nn.Module):
         self.self_attn = _Attention(config.d_model, config.heads)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
         self.fc1 = nn.Linear(config.d_model, config.ffn)
-        self.fc2 = nn.Linear(config.ffn, config.d_model)
+        self.fc2: nn.Linear | SmoothedLinear = nn.Linear(config.ffn, config.d_model)  # smoothed: WhisperEncoder.smooth
         self.final_layer_norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -188,6 +222,44 @@ class WhisperEncoder(nn.Module):
         if encoder.depth < encoder.config.layers:
             del encoder.layers[encoder.depth :]
         return encoder.eval().requires_grad_(False)
+
+    def activation_peaks(self, signals: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """The largest magnitude of each input channel of the layers :meth:`smooth` reads, over
+        ``signals`` (each run alone, so that no padding frame counts)."""
+        peaks = activation_peaks(self, lambda: [self.pooled([signal]) for signal in signals])
+        return {name: peak for name, peak in peaks.items() if name.endswith(SMOOTHED_INPUTS)}
+
+    def smooth(self, calibration: Int8Calibration) -> WhisperEncoder:
+        """Move the outlier channels of the linear layers' inputs into their weights, in place (SmoothQuant).
+
+        The same outputs in fp32, but inputs that 8 bits per tensor hold: the scale of the
+        attention's and the FFN's input folds into the layer norm before them, that of the output
+        projection into the values' rows; ``fc2``, after the GELU, becomes a
+        :class:`~.optimize.SmoothedLinear`, which also scales each frame by its own peak. Then
+        quantise with ``quantize_int8(encoder, per_channel=True)``. Returns ``self``.
+
+        Raises:
+            ValueError: ``calibration`` lacks one of this encoder's layers, or the encoder is smoothed.
+        """
+        alpha, peaks = calibration.alpha, calibration.peaks
+        for index, layer in enumerate(self.layers):
+            names = [f"layers.{index}.{name}" for name in SMOOTHED_INPUTS]
+            if missing := [name for name in names if name not in peaks]:
+                raise ValueError(f"the int8 calibration has no {missing[0]}: make it with this encoder")
+            if not isinstance(layer.fc2, nn.Linear):
+                raise ValueError("this encoder is smoothed already: load it again to smooth it otherwise")
+            attention = layer.self_attn
+            qkv = [attention.q_proj, attention.k_proj, attention.v_proj]
+            readers = [qkv, [attention.out_proj], [layer.fc1], [layer.fc2]]
+            qkv_scale, out_scale, fc1_scale, fc2_scale = (
+                smoothing_scale(peaks[name], [linear.weight for linear in linears], alpha)
+                for name, linears in zip(names, readers, strict=True)
+            )
+            smooth_after_norm(layer.self_attn_layer_norm, qkv, qkv_scale)
+            smooth_through(attention.v_proj, attention.out_proj, out_scale)
+            smooth_after_norm(layer.final_layer_norm, [layer.fc1], fc1_scale)
+            layer.fc2 = SmoothedLinear(layer.fc2, fc2_scale)
+        return self
 
     def features(self, signals: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel of each clip, zero-padded to the longest: ``(clips, mel_bins, frames)`` and the lengths."""
