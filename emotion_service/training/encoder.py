@@ -813,7 +813,7 @@ def render_card(report: dict[str, Any]) -> str:
         "OpenAI Whisper `base`'s audio encoder (multilingual, 20.6M parameters, frozen, MIT) run on each clip's",
         "real length; the mean and standard deviation of each of its hidden states over the clip feed a small",
         "trained head: a learned weighting of the hidden states, then an MLP. The head has a per-clip path and a",
-        "baseline path that also reads how the clip differs from the speaker's usual voice (their running",
+        "baseline path that reads how the clip differs from the speaker's usual voice (their running",
         "feature statistics: `candidate_id`, or the clips of one `/batch_analyze` or job).",
         "",
         "## Data and licence",
