@@ -165,7 +165,8 @@ class Dataset:
 
     ``features`` is ``(clips, versions, states, width)`` float16 (version 0 clean; with ``speech``,
     the last version is the clean clip with its silences cut); ``mask`` is ``(clips, labels)``:
-    True for the labels of the clip's corpus, the only ones its loss sees.
+    True for the labels of the clip's corpus, over which it is scored (its loss sees every label:
+    :func:`allowed_labels`).
     """
 
     clips: list[Clip]
