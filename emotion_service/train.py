@@ -42,6 +42,7 @@ from torch import nn
 from .audio.features import MelConfig, Normaliser, clip_features, mfcc_statistics, normalise
 from .labels import CANONICAL_LABELS
 from .models.bundled import MODEL_FILE, BundledModel, EmotionCNN, make_checkpoint, pad_frames
+from .models.encoder import RELATIVE_READS
 from .training import encoder as encoder_training
 from .training.common import (  # noqa: F401  (re-exported: the trainers' shared vocabulary)
     AUGMENT_VERSION,
@@ -672,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_p.add_argument(
         "--baseline-reads",
-        choices=("difference", "both"),
+        choices=RELATIVE_READS,
         default=HeadConfig.reads,
         help="the baseline path reads how the clip differs from the baseline (difference) or the clip too"
         " (both; the 1.1 and 1.2 heads) (--kind encoder)",

@@ -82,9 +82,9 @@ class MemoryBaselineStore:
     def add(self, model: str, key: str, stats: BaselineStats) -> None:
         with self._lock:
             item = self._items.pop((model, key), None)
-            alive = item is not None and item[0] >= time.monotonic() and item[1].fits(stats)
-            current = item[1] + stats if item is not None and alive else stats
-            self._items[(model, key)] = (time.monotonic() + self.ttl_seconds, current)
+            if item is not None and item[0] >= time.monotonic() and item[1].fits(stats):
+                stats = item[1] + stats  # alive and from the same head: add to it
+            self._items[(model, key)] = (time.monotonic() + self.ttl_seconds, stats)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 

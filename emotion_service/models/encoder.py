@@ -314,7 +314,8 @@ class EncoderModel(EmotionModel):
             # (VNNI): default 1.3 0.99926, commercial 1.3 0.99934; 7-bit 0.99876 / 0.99903. The
             # 1.1 default head: int8 as it is 0.9913, with layers.3.fc2 fp32 0.9983.
             calibration = encoder_dir / CALIBRATION_FILE
-            if calibration.is_file():
+            smoothed = calibration.is_file()
+            if smoothed:
                 encoder.smooth(Int8Calibration.from_file(calibration))
             else:
                 logger.warning(
@@ -323,7 +324,7 @@ class EncoderModel(EmotionModel):
                     CALIBRATION_FILE,
                     encoder_dir,
                 )
-            encoder = quantize_int8(encoder, per_channel=calibration.is_file(), full_range=native_vnni())
+            encoder = quantize_int8(encoder, per_channel=smoothed, full_range=native_vnni())
             dtype = "int8"
         elif quantize == "bf16":
             from .optimize import native_bf16

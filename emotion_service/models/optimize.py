@@ -152,6 +152,12 @@ def prepare_for_cpu(model: nn.Module) -> nn.Module:
     return model
 
 
+def peak_magnitude(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """The largest ``|x|`` along ``dim``; measured 2x faster than ``abs()`` then ``amax`` and 18x
+    faster than ``linalg.vector_norm(ord=inf)``: two reductions, no copy of ``x``."""
+    return torch.maximum(x.amax(dim=dim, keepdim=keepdim), x.amin(dim=dim, keepdim=keepdim).neg_())
+
+
 def _replace(model: nn.Module, accepts: Callable[[nn.Module], bool], make: Callable[[Any], nn.Module]) -> None:
     for name, module in [(name, m) for name, m in model.named_modules() if accepts(m)]:
         parent, _, child = name.rpartition(".")
@@ -192,8 +198,7 @@ class Int8Conv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, _ = x.shape
         frames = x.transpose(1, 2)  # (batch, time, channels): contiguous after a layer norm
-        # Peak magnitude of each frame, (batch, time); linalg.vector_norm(ord=inf) measured 18x slower.
-        peaks = torch.maximum(frames.amax(dim=2), frames.amin(dim=2).neg_())
+        peaks = peak_magnitude(frames, dim=2)  # of each frame, (batch, time)
         scale = peaks.unfold(1, self.kernel, self.stride).amax(dim=2).clamp_min(1e-12).unsqueeze(2)
         windows = frames.unfold(1, self.kernel, self.stride)  # (batch, windows, channels, kernel)
         flat = windows.reshape(batch, windows.shape[1], channels * self.kernel)
@@ -269,8 +274,7 @@ class SmoothedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.inverse
-        # Peak magnitude of each row; abs() then amax measured 2x slower than the two reductions.
-        peaks = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg_()).clamp_min_(1e-12)
+        peaks = peak_magnitude(x, dim=-1, keepdim=True).clamp_min_(1e-12)  # of each row
         return torch.addcmul(self.bias, self.linear(x.div_(peaks)), peaks)
 
 
@@ -286,7 +290,7 @@ def activation_peaks(model: nn.Module, run: Callable[[], object]) -> dict[str, t
     def record(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0].detach().float().flatten(0, -2)
-            peak = torch.maximum(x.amax(dim=0), x.amin(dim=0).neg())
+            peak = peak_magnitude(x, dim=0)
             peaks[name] = torch.maximum(peaks[name], peak) if name in peaks else peak
 
         return hook

@@ -868,8 +868,11 @@ def render_card(report: dict[str, Any]) -> str:
         f" {cfg['min_baseline']} clips the per-clip path answers.",
         (
             "- The baseline path reads "
-            + ("only how the clip differs from the baseline" if cfg.get("reads") == "difference" else "the clip and")
-            + ("" if cfg.get("reads") == "difference" else " how it differs from the baseline")
+            + (
+                "only how the clip differs from the baseline"
+                if cfg.get("reads") == "difference"
+                else "the clip and how it differs from the baseline"
+            )
             + "; it is trained to classify by itself"
             + (", and its sum with the clip path too" if cfg.get("relative_loss") == "combined" else "")
             + "; served, its logits are added to the clip path's,"
