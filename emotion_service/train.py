@@ -649,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--encoder", default=str(SHIPPED_ENCODER), help="encoder folder (--kind encoder)")
     fit_p.add_argument("--depth", type=int, default=6, help="encoder layers the head reads (--kind encoder)")
     fit_p.add_argument("--hidden", type=int, default=256, help="hidden units of the head (--kind encoder)")
+    fit_p.add_argument(
+        "--members",
+        type=int,
+        default=HeadConfig.members,
+        help="heads trained from successive seeds that answer as one, their logits averaged (--kind encoder)",
+    )
     fit_p.add_argument("--attribution", default="", help="attribution the data's licence asks for (--kind encoder)")
     fit_p.add_argument("--copy-encoder", action="store_true", help="copy the encoder beside the head (--kind encoder)")
     fit_p.add_argument(

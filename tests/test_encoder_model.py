@@ -20,7 +20,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 from emotion_service.config import ModelSpec
 from emotion_service.labels import CANONICAL_LABELS
 from emotion_service.models.base import BaselineStats
-from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint, balanced_baseline
+from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint, HeadEnsemble, balanced_baseline
 from emotion_service.models.optimize import native_bf16
 from emotion_service.models.registry import BACKENDS
 from emotion_service.models.whisper_encoder import CALIBRATION_FILE, Int8Calibration, WhisperEncoder, windows
@@ -114,13 +114,15 @@ def test_windows_cover_long_audio_with_overlap():
     assert all(b[0] <= a[1] - 0.25 * 30 * RATE for a, b in zip(spans, spans[1:], strict=False))
 
 
-def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0, reads="both") -> HeadCheckpoint:
-    """A random head over the tiny encoder, with the standardisation of a few generated clips."""
+def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0, reads="both", members=1) -> HeadCheckpoint:
+    """A random head (or ensemble of ``members`` heads; one is saved with a single head's keys, as
+    heads were before ensembles) over the tiny encoder, with the standardisation of a few generated clips."""
     torch.manual_seed(seed)
     encoder = WhisperEncoder.load(encoder_dir)
     with torch.inference_mode():
         pooled = encoder.pooled([voice_like(0.5 + 0.08 * i, f0=120.0 + 30 * i, seed=i) for i in range(6)]).numpy()
-    head = EmotionHead(3, 128, len(labels), hidden=16, reads=reads)
+    heads = [EmotionHead(3, 128, len(labels), hidden=16, reads=reads) for _ in range(members)]
+    head = heads[0] if members == 1 else HeadEnsemble(heads)
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0, 0.5)
@@ -139,6 +141,7 @@ def head_checkpoint(encoder_dir, labels=CANONICAL_LABELS, seed=0, reads="both") 
         commercial_use=True,
         attribution="test",
         reads=reads,
+        members=members,
     )
 
 
@@ -198,9 +201,9 @@ def test_a_balanced_baseline_does_not_make_the_usual_voice_of_a_session_that_lea
     assert balanced_baseline(sums, p.sum(0), shrink=10.0).abs().max() < baseline.abs().max() / 2
 
 
-@pytest.mark.parametrize("reads", ["both", "difference"])
-def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_dir, tmp_path, reads):
-    checkpoint = head_checkpoint(encoder_dir, reads=reads)
+@pytest.mark.parametrize(("reads", "members"), [("both", 1), ("difference", 1), ("difference", 3)])
+def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_dir, tmp_path, reads, members):
+    checkpoint = head_checkpoint(encoder_dir, reads=reads, members=members)
     checkpoint.baseline = "labels"
     checkpoint.to_file(tmp_path / "head.pt")
     model = EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
@@ -208,8 +211,8 @@ def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_di
     features = model.standardised(clips)
     stats = model.baseline_stats(features)
     labels = len(model.labels)
-    # Kept projected: (labels, hidden), not every state's sums.
-    assert stats.clips == 5 and stats.total.shape == (labels, 16) and stats.mass.shape == (labels,)
+    # Kept projected: (labels, members * hidden), not every state's sums.
+    assert stats.clips == 5 and stats.total.shape == (labels, 16 * members) and stats.mass.shape == (labels,)
     assert stats.mass.sum() == pytest.approx(5.0, rel=1e-5)  # each clip's probabilities sum to 1
     parts = model.baseline_stats(features[:2]) + model.baseline_stats(features[2:])
     assert parts.clips == 5 and np.allclose(parts.total, stats.total, atol=1e-5) and np.allclose(parts.mass, stats.mass)
@@ -230,7 +233,15 @@ def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_di
         for k in a.probabilities
     )
     # A path that reads only the difference has a first layer half as wide.
-    assert model.head.relative[1].in_features == (1 if reads == "difference" else 2) * model.head.clip[1].in_features
+    first = model.head.members[0]
+    assert first.relative[1].in_features == (1 if reads == "difference" else 2) * first.clip[1].in_features
+    # An ensemble answers with its members' mean logits, against a baseline formed from their mean
+    # clip probabilities.
+    with torch.inference_mode():
+        each = [m(x, full.expand_as(x)) for m in model.head.members]
+    assert len(each) == members
+    mean_logits = torch.stack(each).mean(dim=0) / model.checkpoint.temperature_baseline
+    assert torch.softmax(mean_logits, dim=-1).flatten().tolist() == pytest.approx(expected.flatten().tolist(), abs=1e-5)
     young = model.baseline_stats(features[:2])
     assert model.score(features[:2], young)[0].probabilities == pytest.approx(alone[0].probabilities, abs=1e-5)
     # A batch of one speaker is judged against the same per-label baseline.

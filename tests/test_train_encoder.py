@@ -54,7 +54,8 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     out = tmp_path / "head"
     argv = ["fit", "--kind", "encoder", "--encoder", str(encoder_dir), "--out", str(out), "--depth", "2",
             "--hidden", "32", "--epochs", "6", "--augment", "1", "--inner-folds", "2", "--workers", "1",
-            "--test-speakers", "alpha_4,beta_4", "--licence", "MIT (test)", "--attribution", "tiny corpora"]  # fmt: skip
+            "--test-speakers", "alpha_4,beta_4", "--licence", "MIT (test)", "--attribution", "tiny corpora",
+            "--members", "2"]  # fmt: skip
     for manifest in manifests:
         argv += ["--manifest", str(manifest)]
     assert train.main(argv) == 0
@@ -86,6 +87,11 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     model = EncoderModel.load(out, encoder_dir=encoder_dir)
     assert model.labels == ("neutral", "calm", "sad", "angry") and model.info.version == report["model_version"]
     assert model.checkpoint.baseline_weight == report["baseline_weight"] and model.checkpoint.baseline == "labels"
+    # Two heads from seeds 0 and 1 answer as one: different weights, the card says so.
+    assert model.checkpoint.members == 2 and len(model.head.members) == 2
+    first, second = (m.clip[1].weight for m in model.head.members)
+    assert not torch.allclose(first, second)
+    assert "2 such heads, trained from seeds 0-1" in card
     evaluated = train.main(["evaluate", "--model", str(out), "--encoder", str(encoder_dir), "--manifest",
                             str(manifests[1]), "--speakers", "beta_4"])  # fmt: skip
     assert evaluated == 0
@@ -93,6 +99,15 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     assert again["clip"][manifests[1].parent.name]["ua"] == pytest.approx(beta["ua"], abs=0.15)
     balanced = report["test"]["baseline_balanced"][manifests[1].parent.name]["ua"]
     assert again["baseline_balanced"][manifests[1].parent.name]["ua"] == pytest.approx(balanced, abs=0.15)
+
+
+def test_fit_refuses_no_heads_before_encoding(manifests, encoder_dir, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EMOTION_SERVICE_CACHE", str(tmp_path / "cache"))
+    argv = ["fit", "--kind", "encoder", "--encoder", str(encoder_dir), "--out", str(tmp_path / "head"),
+            "--manifest", str(manifests[0]), "--members", "0"]  # fmt: skip
+    with pytest.raises(SystemExit, match="--members 1 or more"):
+        train.main(argv)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "head").exists()
 
 
 def test_features_are_cached_per_clip_and_version(manifests, encoder_dir, tmp_path, monkeypatch):  # noqa: F811

@@ -2,8 +2,9 @@
 
 A platform that names a ``candidate_id`` gets each clip judged against that candidate's usual
 voice. What is kept is, per model, the number of clips seen and, for each emotion, the sum of
-their encoder features as the model's baseline path reads them (a 256-number projection), weighted
-by the model's probability of that emotion, with those probabilities' sums (8 kB per model; never
+their encoder features as the model's baseline path reads them (a 768-number projection: 256 for
+each of the three heads that answer as one), weighted by the model's probability of that emotion,
+with those probabilities' sums (25 kB for the 8 labels of ``default``; never
 audio; a head with a plain-mean baseline keeps the plain sum instead) and the version of the head
 that formed them (another head's start afresh), under a keyed hash of the
 id (HMAC-SHA256 with ``BASELINE_SECRET``: the store never holds the platform's id), for

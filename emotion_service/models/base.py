@@ -80,7 +80,7 @@ class BaselineStats:
     Only these numbers are kept for a candidate, never audio. Either ``total`` is the plain sum
     ``(states, width)`` and ``mass`` is None, or ``total`` holds one sum per label, each clip
     weighted by the model's probability of that label, ``(labels, ...)`` (the encoder model keeps
-    them projected, ``(labels, hidden)``), and ``mass`` those probabilities' sums ``(labels,)``
+    them projected, ``(labels, members * hidden)``), and ``mass`` those probabilities' sums ``(labels,)``
     (see ``balanced_baseline`` in ``models/encoder.py``). ``source`` names the head that formed
     them (its version): another head's statistics mean something else, even with the same shape.
     """

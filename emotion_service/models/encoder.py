@@ -15,7 +15,9 @@ served, its logits are added to the clip path's, scaled by ``baseline_weight`` (
 folds so that neither balanced sessions nor those where one emotion dominates score worse than
 their clips alone). Below ``min_baseline`` clips the clip path answers. Heads of the 1.1 design
 use the plain mean, their baseline path trained as a correction to the clip path
-(``HeadCheckpoint.baseline == "mean"``); both designs load and serve.
+(``HeadCheckpoint.baseline == "mean"``); both designs load and serve. A checkpoint may hold several
+heads trained alike from successive seeds (:class:`HeadEnsemble`; a single head is an ensemble of
+one): their logits are averaged, and the baseline is formed from their mean clip probabilities.
 """
 
 from __future__ import annotations
@@ -100,10 +102,7 @@ class EmotionHead(nn.Module):
         """Per-label sums of ``(..., clips, states, width)`` clips weighted by the clip path's
         probabilities of each label, ``(..., labels, states, width)``, and those probabilities'
         sums, ``(..., labels)``. ``valid`` (``(..., clips)``, 0 or 1) leaves clips out."""
-        probabilities = torch.softmax(self.clip(self.weighted(x)), dim=-1)
-        if valid is not None:
-            probabilities = probabilities * valid[..., None]
-        return torch.einsum("...mc,...msw->...csw", probabilities, x), probabilities.sum(dim=-2)
+        return label_sums(torch.softmax(self.clip(self.weighted(x)), dim=-1), x, valid)
 
     def relative_logits(self, x: torch.Tensor, baseline: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """The baseline path alone: logits from the clip and how it differs from ``baseline``
@@ -145,6 +144,60 @@ class EmotionHead(nn.Module):
         return logits + weight * self.relative_logits(x, baseline)
 
 
+def label_sums(
+    probabilities: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(..., clips, states, width)`` clips summed per label, each weighted by its ``(..., clips,
+    labels)`` probabilities, and those probabilities' sums (``valid``: 0 leaves a clip out)."""
+    if valid is not None:
+        probabilities = probabilities * valid[..., None]
+    return torch.einsum("...mc,...msw->...csw", probabilities, x), probabilities.sum(dim=-2)
+
+
+class HeadEnsemble(nn.Module):
+    """Heads trained alike from different seeds, answering as one: their logits averaged.
+
+    The members read the same standardised features. A speaker's baseline is formed once, from
+    the members' mean clip probabilities (a better guess at which emotion each clip shows than one
+    member's), and each member's baseline path reads it; projected, the members' projections lie
+    side by side, ``(..., members * hidden)``. One member is a plain :class:`EmotionHead`.
+    """
+
+    def __init__(self, members: Sequence[EmotionHead]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one head")
+        self.members = nn.ModuleList(members)
+
+    def _each(self) -> list[EmotionHead]:
+        return list(self.members)  # type: ignore[arg-type]
+
+    def layer_weights(self) -> torch.Tensor:
+        """The members' mean weighting of the hidden states (softmax of each one's ``layer_logits``)."""
+        return torch.stack([torch.softmax(m.layer_logits.detach(), 0) for m in self._each()]).mean(dim=0)
+
+    def class_statistics(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`EmotionHead.class_statistics` with the members' mean clip probabilities."""
+        probabilities = torch.stack([torch.softmax(m.clip(m.weighted(x)), dim=-1) for m in self._each()])
+        return label_sums(probabilities.mean(dim=0), x, valid)
+
+    def relative_logits(self, x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.relative_logits(x, baseline) for m in self._each()]).mean(dim=0)
+
+    def project(self, baseline: torch.Tensor) -> torch.Tensor:
+        """Each member's :meth:`EmotionHead.project`, side by side: ``(..., members * hidden)``."""
+        return torch.cat([m.project(baseline) for m in self._each()], dim=-1)
+
+    def relative_from_projection(self, x: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        parts = projected.chunk(len(self.members), dim=-1)
+        logits = [m.relative_from_projection(x, p) for m, p in zip(self._each(), parts, strict=True)]
+        return torch.stack(logits).mean(dim=0)
+
+    def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+        """The members' mean :meth:`EmotionHead.forward`."""
+        return torch.stack([m(x, baseline, weight) for m in self._each()]).mean(dim=0)
+
+
 LABEL_PRIOR = 1.0  # pseudo-clips added to each label's mass in a balanced baseline
 
 
@@ -165,7 +218,7 @@ def balanced_baseline(
 
 
 def speaker_baseline(
-    head: EmotionHead, x: torch.Tensor, kind: str, shrink: float, valid: torch.Tensor | None = None
+    head: EmotionHead | HeadEnsemble, x: torch.Tensor, kind: str, shrink: float, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The baseline of one speaker's ``(..., clips, states, width)`` clips, ``(..., states, width)``.
 
@@ -189,6 +242,7 @@ class HeadCheckpoint:
     std: np.ndarray
     state: dict[str, torch.Tensor]
     hidden: int
+    members: int = 1  # heads in the ensemble (state keys ``members.<k>.``)
     temperature_clip: float = 1.0
     temperature_baseline: float = 1.0
     shrink: float = 2.0
@@ -249,8 +303,16 @@ class EncoderModel(EmotionModel):
         self.labels = head.labels
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device)
-        self.head = EmotionHead(head.depth + 1, head.mean.shape[-1], len(head.labels), head.hidden, reads=head.reads)
-        self.head.load_state_dict(head.state)
+        self.head = HeadEnsemble(
+            [
+                EmotionHead(head.depth + 1, head.mean.shape[-1], len(head.labels), head.hidden, reads=head.reads)
+                for _ in range(head.members)
+            ]
+        )
+        state = head.state
+        if not any(k.startswith("members.") for k in state):  # one head, saved before ensembles
+            state = {f"members.0.{k}": v for k, v in state.items()}
+        self.head.load_state_dict(state)
         self.head.eval().requires_grad_(False).to(self.device)
         self.mean = torch.from_numpy(head.mean).to(self.device)
         self.std = torch.from_numpy(head.std).to(self.device)
@@ -310,9 +372,10 @@ class EncoderModel(EmotionModel):
             from .optimize import native_vnni, quantize_int8
 
             # Whisper's activations have outlier channels and frames that 8 bits per tensor cannot
-            # hold. Logits' cosine to fp32 on 120 held-out clips, smoothed, 8-bit activations
-            # (VNNI): default 1.3 0.99926, commercial 1.3 0.99934; 7-bit 0.99876 / 0.99903. The
-            # 1.1 default head: int8 as it is 0.9913, with layers.3.fc2 fp32 0.9983.
+            # hold. Logits' cosine to fp32 on 400 held-out clips (bench/agreement.py), smoothed,
+            # 8-bit activations (VNNI): default 1.4 0.99944, commercial 1.4 0.99921 (on 120 clips
+            # the 1.3 heads gave 0.99926 / 0.99934, and 0.99876 / 0.99903 with 7-bit
+            # activations). The 1.1 default head: int8 as it is 0.9913, with layers.3.fc2 fp32 0.9983.
             calibration = encoder_dir / CALIBRATION_FILE
             smoothed = calibration.is_file()
             if smoothed:
@@ -381,9 +444,9 @@ class EncoderModel(EmotionModel):
     def baseline_stats(self, features: np.ndarray) -> BaselineStats:
         """The running statistics of standardised ``features`` this head's baseline is formed from.
 
-        With a per-label baseline: per label, the clips' projected features (:meth:`EmotionHead.project`)
-        weighted by the clip path's probability of the label, ``(labels, hidden)``, and those
-        probabilities' sums; else the plain sum of the features.
+        With a per-label baseline: per label, the clips' projected features (:meth:`HeadEnsemble.project`)
+        weighted by the clip path's probability of the label (the members' mean),
+        ``(labels, members * hidden)``, and those probabilities' sums; else the plain sum of the features.
         """
         if self.checkpoint.baseline != "labels":
             return BaselineStats.of(features, self.info.version)

@@ -26,7 +26,7 @@ import torch
 
 from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS, COVERED_BY
-from ..models.encoder import EmotionHead, speaker_baseline
+from ..models.encoder import EmotionHead, HeadEnsemble, speaker_baseline
 from ..models.whisper_encoder import WhisperEncoder
 from .common import AUGMENT_VERSION, Clip, augment, cache_dir, metrics, read_audio, read_manifest, softmax
 
@@ -246,6 +246,8 @@ class HeadConfig:
     max_baseline: int = 16
     skewed_share: float = 0.5
     dominant_share: float = 0.7
+    # Heads trained alike, member k from seed + k, their logits averaged (HeadEnsemble).
+    members: int = 3
     seed: int = 0
 
 
@@ -403,6 +405,16 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
     return head.eval(), mean, std
 
 
+def train_ensemble(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[HeadEnsemble, np.ndarray, np.ndarray]:
+    """``config.members`` heads on ``rows``, member k trained from seed ``config.seed + k`` (member 0
+    is :func:`train_head`'s head), as one :class:`HeadEnsemble`; with the standardisation they share."""
+    heads = []
+    for k in range(config.members):
+        head, mean, std = train_head(data, rows, dataclasses.replace(config, seed=config.seed + k))
+        heads.append(head)
+    return HeadEnsemble(heads).eval(), mean, std
+
+
 # --------------------------------------------------------------------------------------------
 # Scoring: per clip, and against baselines of balanced and skewed sessions
 
@@ -412,7 +424,7 @@ def standardise(data: Dataset, rows: np.ndarray, mean: np.ndarray, std: np.ndarr
     return (data.features[rows, version, :states].astype(np.float32) - mean) / std
 
 
-def clip_logits(head: EmotionHead, z: np.ndarray) -> np.ndarray:
+def clip_logits(head: HeadEnsemble, z: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return head(torch.from_numpy(z)).numpy()
 
@@ -442,7 +454,7 @@ def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 
 
 
 def session_logits(
-    head: EmotionHead,
+    head: HeadEnsemble,
     z: np.ndarray,
     groups: list[np.ndarray],
     shrink: float,
@@ -517,7 +529,7 @@ def out_of_fold(data: Dataset, rows: np.ndarray, config: HeadConfig, folds: int)
     clip_parts, base_parts = [], []
     for k, held in enumerate(speaker_folds(data, rows, folds, config.seed)):
         started = time.perf_counter()
-        head, mean, std = train_head(data, np.setdiff1d(rows, held), config)
+        head, mean, std = train_ensemble(data, np.setdiff1d(rows, held), config)
         z = standardise(data, held, mean, std)
         alone = clip_logits(head, z)
         clip_parts.append((held, alone))
@@ -575,7 +587,7 @@ def choose_baseline_weight(
 
 def report_modes(
     data: Dataset,
-    head: EmotionHead,
+    head: HeadEnsemble,
     rows: np.ndarray,
     mean: np.ndarray,
     std: np.ndarray,
@@ -625,7 +637,7 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
         ),
     }
     started = time.perf_counter()
-    head, mean, std = train_head(data, train_rows, config)
+    head, mean, std = train_ensemble(data, train_rows, config)
     return {
         "head": head,
         "mean": mean,
@@ -677,6 +689,8 @@ def fit(args: Any) -> dict[str, Any]:
 
     from ..models.encoder import HEAD_FILE, HeadCheckpoint
 
+    if args.members < 1:
+        raise SystemExit(f"--members {args.members}: train at least one head (--members 1 or more)")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     encoder_dir = Path(args.encoder)
@@ -702,6 +716,7 @@ def fit(args: Any) -> dict[str, Any]:
         baseline=args.baseline,
         relative_loss=args.baseline_path,
         reads=args.baseline_reads,
+        members=args.members,
     )
     fitted = fit_head(data, train_rows, config, args.inner_folds)
     head, mean, std = fitted["head"], fitted["mean"], fitted["std"]
@@ -715,6 +730,7 @@ def fit(args: Any) -> dict[str, Any]:
         std=std,
         state={k: v.clone() for k, v in head.state_dict().items()},
         hidden=config.hidden,
+        members=config.members,
         temperature_clip=t_clip,
         temperature_baseline=t_base,
         shrink=config.shrink,
@@ -749,7 +765,7 @@ def fit(args: Any) -> dict[str, Any]:
         "baseline_weight": fitted["baseline_weight"],
         "baseline_weights_inner": fitted["baseline_weights"],
         "inner_validation": fitted["inner"],
-        "layer_weights": torch.softmax(head.layer_logits.detach(), 0).tolist(),
+        "layer_weights": head.layer_weights().tolist(),
         "licence": args.licence,
         "commercial_use": args.commercial_use,
         "attribution": args.attribution,
@@ -845,7 +861,13 @@ def render_card(report: dict[str, Any]) -> str:
         " learned weights: " + ", ".join(f"{w:.2f}" for w in report["layer_weights"]) + ".",
         f"- Head: MLP {cfg['hidden']} hidden, dropout {cfg['dropout']}; AdamW one-cycle lr {cfg['learning_rate']},"
         f" {cfg['epochs']} epochs, batch {cfg['batch_size']}, class-balanced loss, label smoothing {cfg['label_smoothing']},"
-        f" seed {cfg['seed']}.",
+        f" seed {cfg['seed']}"
+        + (
+            f"; {cfg['members']} such heads, trained from seeds {cfg['seed']}-{cfg['seed'] + cfg['members'] - 1},"
+            " answer as one (their logits averaged; the baseline is formed from their mean clip probabilities)."
+            if cfg.get("members", 1) > 1
+            else "."
+        ),
         f"- Augmentation: {report['augment_copies']} degraded copies per training clip (speed, reverberation, microphone"
         f" colouring, telephone band, noise, gain), applied before the encoder and cached;"
         f" {_pct(cfg['clean_share'] * (1 - cfg.get('speech_share', 0)))} of examples are clean"
