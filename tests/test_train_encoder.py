@@ -77,6 +77,9 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     card = (out / "MODEL_CARD.md").read_text()
     assert "Held out for the report only" in card and "tiny corpora" in card and "skewed" in card
     assert "baseline weight" in card and "silences cut" in card and "each emotion weighing the same" in card
+    # The served figures (top label over every output) carry their ECE too.
+    served_ece = report["test"]["clip"][manifests[1].parent.name]["ece_served"]
+    assert 0 <= served_ece <= 1 and f"(ECE {served_ece:.3f})" in card
     # The command that wrote it can be pasted into a shell (the licence has spaces and brackets).
     assert shlex.split(report["command"]) == ["python", "-m", "emotion_service.train", *argv]
     # `train card` rewrites the same card from metrics.json.
@@ -234,10 +237,18 @@ def test_a_corpus_without_calm_teaches_neutral_or_calm_and_never_leaves_a_label_
     assert training.set_cross_entropy(pushed, torch.from_numpy(allowed), 0.0)[5] > either[5]
 
 
-def test_the_served_ua_takes_the_top_of_every_label():
+def test_the_served_metrics_take_the_top_of_every_label():
     labels = ("neutral", "calm", "happy", "surprised")
     own = ("neutral", "happy")
     y = np.array([0, 0, 1, 1])  # indexes own
     logits = np.array([[0, 5, 0, 0], [5, 0, 0, 0], [0, 0, 5, 0], [0, 0, 4, 5]], dtype=float)
+    served = training.served(logits, y, labels, own)
     # calm counts as neutral in a corpus without calm; surprised is wrong.
-    assert training.served_ua(logits, y, labels, own) == pytest.approx(0.75)
+    assert served["ua_served"] == pytest.approx(0.75)
+    # The confidence is the top output's probability over all four, right 3 times in 4.
+    confidence = np.exp(5) / (np.exp(5) + 3)
+    last = np.exp(5) / (np.exp(5) + np.exp(4) + 2)
+    expected = abs(3 / 3 - confidence) * 3 / 4 + abs(0 - last) / 4  # two bins: 0.9–1 and 0.7–0.8
+    assert served["ece_served"] == pytest.approx(expected)
+    # A higher temperature lowers every confidence, and the ECE with it here.
+    assert training.served(logits, y, labels, own, temperature=3.0)["ece_served"] != pytest.approx(expected)

@@ -179,6 +179,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the gap between confidence and accuracy over ``n_bins`` equal bins, weighted by their clips."""
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    return float(
+        sum(
+            abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
+            for b in range(n_bins)
+            if np.any(bins == b)
+        )
+    )
+
+
 def metrics(probabilities: np.ndarray, y: np.ndarray, labels: Sequence[str], n_bins: int = 10) -> dict[str, Any]:
     """UA (mean per-class recall over the classes present), WA, ECE, per-class recall, confusion."""
     predicted = probabilities.argmax(axis=1)
@@ -186,14 +198,8 @@ def metrics(probabilities: np.ndarray, y: np.ndarray, labels: Sequence[str], n_b
     np.add.at(confusion, (y, predicted), 1)
     present = confusion.sum(axis=1) > 0
     recall = {labels[i]: float(confusion[i, i] / confusion[i].sum()) for i in range(len(labels)) if present[i]}
-    confidence = probabilities.max(axis=1)
     correct = predicted == y
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = sum(
-        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
-        for b in range(n_bins)
-        if np.any(bins == b)
-    )
+    ece = calibration_error(probabilities.max(axis=1), correct, n_bins)
     return {
         "ua": float(np.mean(list(recall.values()))),
         "wa": float(correct.mean()),

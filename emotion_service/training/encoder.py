@@ -28,7 +28,17 @@ from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS, COVERED_BY
 from ..models.encoder import EmotionHead, HeadEnsemble, speaker_baseline
 from ..models.whisper_encoder import WhisperEncoder
-from .common import AUGMENT_VERSION, Clip, augment, cache_dir, metrics, read_audio, read_manifest, softmax
+from .common import (
+    AUGMENT_VERSION,
+    Clip,
+    augment,
+    cache_dir,
+    calibration_error,
+    metrics,
+    read_audio,
+    read_manifest,
+    softmax,
+)
 
 logger = logging.getLogger("emotion_service.train")
 
@@ -485,14 +495,17 @@ def corpus_metrics(
         probabilities = softmax(logits[here][:, keep], temperature)
         y = np.array([keep.index(v) for v in data.y[rows][here]])
         out[corpus.name] = metrics(probabilities, y, corpus.labels)
-        out[corpus.name]["ua_served"] = served_ua(logits[here], y, data.labels, corpus.labels)
+        out[corpus.name].update(served(logits[here], y, data.labels, corpus.labels, temperature))
     return out
 
 
-def served_ua(logits: np.ndarray, y: np.ndarray, labels: Sequence[str], own: Sequence[str]) -> float:
-    """UA of the top label over all the model's ``labels``, as the service answers, on clips of a
-    corpus with the labels ``own`` (``y`` indexes them). A label the corpus lacks counts as the one
-    it files it under (:data:`COVERED_BY`: calm as neutral for CREMA-D), any other as wrong."""
+def served(
+    logits: np.ndarray, y: np.ndarray, labels: Sequence[str], own: Sequence[str], temperature: float = 1.0
+) -> dict[str, float]:
+    """UA and ECE of the top label over all the model's ``labels`` and its confidence, as the
+    service answers, on clips of a corpus with the labels ``own`` (``y`` indexes them). A label the
+    corpus lacks counts as the one it files it under (:data:`COVERED_BY`: calm as neutral for
+    CREMA-D), any other as wrong."""
     as_own = np.full(len(labels), -1)
     for j, label in enumerate(labels):
         if label in own:
@@ -500,8 +513,11 @@ def served_ua(logits: np.ndarray, y: np.ndarray, labels: Sequence[str], own: Seq
         else:
             filed = [k for k, covered in COVERED_BY.items() if label in covered and k in own]
             as_own[j] = list(own).index(filed[0]) if filed else -1
-    predicted = as_own[logits.argmax(axis=1)]
-    return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
+    correct = as_own[logits.argmax(axis=1)] == y
+    return {
+        "ua_served": float(np.mean([np.mean(correct[y == c]) for c in np.unique(y)])),
+        "ece_served": calibration_error(softmax(logits, temperature).max(axis=1), correct),
+    }
 
 
 def restricted_logits(logits: np.ndarray, data: Dataset, rows: np.ndarray) -> np.ndarray:
@@ -805,6 +821,8 @@ def _mode_rows(block: dict[str, Any], corpus: str) -> list[str]:
         m = block.get(mode, {}).get(corpus)
         if m:
             served = _pct(m["ua_served"]) if "ua_served" in m else "–"
+            if "ece_served" in m:
+                served += f" (ECE {m['ece_served']:.3f})"
             rows.append(
                 f"| {title} | **{_pct(m['ua'])}** | {served} | {_pct(m['wa'])} | {m['ece']:.3f} | {m['clips']} |"
             )
