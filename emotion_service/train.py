@@ -57,7 +57,7 @@ from .training.common import (  # noqa: F401  (re-exported: the trainers' shared
     softmax,
     split_validation,
 )
-from .training.encoder import HeadConfig
+from .training.encoder import BASELINE_SIZES, HeadConfig
 
 logger = logging.getLogger("emotion_service.train")
 
@@ -683,6 +683,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=HeadConfig.reads,
         help="the baseline path reads how the clip differs from the baseline (difference) or the clip too"
         " (both; the 1.1 and 1.2 heads) (--kind encoder)",
+    )
+    fit_p.add_argument(
+        "--max-baseline",
+        type=int,
+        default=HeadConfig.max_baseline,
+        help="most clips in a baseline drawn in training (--kind encoder)",
+    )
+    fit_p.add_argument(
+        "--baseline-sizes",
+        choices=BASELINE_SIZES,
+        default=HeadConfig.baseline_sizes,
+        help="sizes of the baselines drawn in training, from 1 to --max-baseline: uniform, or log-uniform (log)"
+        " (--kind encoder)",
     )
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")

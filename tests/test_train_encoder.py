@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from emotion_service import train
-from emotion_service.models.encoder import EncoderModel
+from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadEnsemble, balanced_baseline, speaker_baselines
 from emotion_service.training import encoder as training
 
 from .test_encoder_model import encoder_dir  # noqa: F401  (fixture)
@@ -55,7 +55,7 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     argv = ["fit", "--kind", "encoder", "--encoder", str(encoder_dir), "--out", str(out), "--depth", "2",
             "--hidden", "32", "--epochs", "6", "--augment", "1", "--inner-folds", "2", "--workers", "1",
             "--test-speakers", "alpha_4,beta_4", "--licence", "MIT (test)", "--attribution", "tiny corpora",
-            "--members", "2"]  # fmt: skip
+            "--members", "2", "--max-baseline", "8", "--baseline-sizes", "log"]  # fmt: skip
     for manifest in manifests:
         argv += ["--manifest", str(manifest)]
     assert train.main(argv) == 0
@@ -76,6 +76,8 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     assert report["test"]["clip_speech"][manifests[1].parent.name]["clips"] == 9
     card = (out / "MODEL_CARD.md").read_text()
     assert "Held out for the report only" in card and "tiny corpora" in card and "skewed" in card
+    assert report["config"]["max_baseline"] == 8 and "subsets of 1-8 of the speaker's clips" in card
+    assert "sizes log-uniform" in card
     assert "baseline weight" in card and "silences cut" in card and "each emotion weighing the same" in card
     # The served figures (top label over every output) carry their ECE too.
     served_ece = report["test"]["clip"][manifests[1].parent.name]["ece_served"]
@@ -202,6 +204,41 @@ def test_sampled_baselines_include_the_clip_and_skew_to_one_emotion():
     big = np.flatnonzero(valid.sum(axis=1) == 11)
     shares = [np.bincount(y[members[r][1:]]).max() / 10 for r in big]
     assert len(big) > 3 and min(shares) == 0.7  # 7 of the 10 others show one emotion
+
+
+@pytest.mark.parametrize("sizes", training.BASELINE_SIZES)
+def test_baseline_sizes_span_one_to_the_most_and_log_keeps_young_baselines_common(sizes):
+    # One speaker with 80 clips of 4 emotions: every size up to 64 can be drawn.
+    data = training.Dataset(
+        clips=[None] * 80, corpus=np.zeros(80, int), y=np.repeat(np.arange(4), 20), speaker=np.zeros(80, int),
+        features=np.zeros((80, 1, 1, 1)), mask=np.ones((80, 4), bool), labels=("a", "b", "c", "d"), corpora=[],
+    )  # fmt: skip
+    config = training.HeadConfig(max_baseline=64, baseline_sizes=sizes)
+    rows = np.tile(np.arange(80), 25)
+    _, valid = training.sample_baselines(data, rows, config, np.random.default_rng(0))
+    size = valid.sum(axis=1)
+    assert size.min() == 1 and size.max() == 64
+    assert (valid == (np.arange(64) < size[:, None])).all()  # the used members come first
+    # Log-uniform: P(size <= 16) = ln 17 / ln 65 = 0.68; uniform: 16 / 64 = 0.25.
+    young = np.mean(size <= 16)
+    assert young == pytest.approx(0.68 if sizes == "log" else 0.25, abs=0.04)
+
+
+def test_baselines_of_sessions_listed_flat_are_those_of_each_session_alone():
+    torch.manual_seed(0)
+    head = HeadEnsemble([EmotionHead(3, 4, 5, hidden=8), EmotionHead(3, 4, 5, hidden=8)]).eval()
+    x = torch.randn(9, 3, 4)
+    owner = torch.tensor([0, 0, 0, 2, 2, 0, 2, 2, 2])  # session 1 holds no clip
+    with torch.inference_mode():
+        balanced = speaker_baselines(head, x, owner, 3, "labels", shrink=2.0)
+        plain = speaker_baselines(head, x, owner, 3, "mean", shrink=2.0)
+        for s, clips in ((0, 4), (2, 5)):
+            mine = x[owner == s]
+            expected = balanced_baseline(*head.class_statistics(mine), 2.0)  # the einsum over one session
+            assert torch.allclose(balanced[s], expected, atol=1e-6)
+            assert torch.allclose(plain[s], mine.sum(0) / (clips + 2.0), atol=1e-6)
+            assert not torch.allclose(balanced[s], plain[s], atol=1e-3)
+    assert not balanced[1].any() and not plain[1].any()  # no clip: the population (0)
 
 
 def test_a_corpus_without_calm_teaches_neutral_or_calm_and_never_leaves_a_label_free():

@@ -98,11 +98,15 @@ class EmotionHead(nn.Module):
         weights = torch.softmax(layer_logits, 0) * len(layer_logits)
         return (x * weights[:, None]).flatten(-2)
 
-    def class_statistics(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def clip_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The clip path's probabilities of ``(..., states, width)`` clips, ``(..., labels)``."""
+        return torch.softmax(self.clip(self.weighted(x)), dim=-1)
+
+    def class_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-label sums of ``(..., clips, states, width)`` clips weighted by the clip path's
         probabilities of each label, ``(..., labels, states, width)``, and those probabilities'
-        sums, ``(..., labels)``. ``valid`` (``(..., clips)``, 0 or 1) leaves clips out."""
-        return label_sums(torch.softmax(self.clip(self.weighted(x)), dim=-1), x, valid)
+        sums, ``(..., labels)``."""
+        return label_sums(self.clip_probabilities(x), x)
 
     def relative_logits(self, x: torch.Tensor, baseline: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """The baseline path alone: logits from the clip and how it differs from ``baseline``
@@ -144,13 +148,9 @@ class EmotionHead(nn.Module):
         return logits + weight * self.relative_logits(x, baseline)
 
 
-def label_sums(
-    probabilities: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def label_sums(probabilities: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(..., clips, states, width)`` clips summed per label, each weighted by its ``(..., clips,
-    labels)`` probabilities, and those probabilities' sums (``valid``: 0 leaves a clip out)."""
-    if valid is not None:
-        probabilities = probabilities * valid[..., None]
+    labels)`` probabilities, and those probabilities' sums."""
     return torch.einsum("...mc,...msw->...csw", probabilities, x), probabilities.sum(dim=-2)
 
 
@@ -176,10 +176,13 @@ class HeadEnsemble(nn.Module):
         """The members' mean weighting of the hidden states (softmax of each one's ``layer_logits``)."""
         return torch.stack([torch.softmax(m.layer_logits.detach(), 0) for m in self._each()]).mean(dim=0)
 
-    def class_statistics(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def clip_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' mean clip probabilities (:meth:`EmotionHead.clip_probabilities`)."""
+        return torch.stack([m.clip_probabilities(x) for m in self._each()]).mean(dim=0)
+
+    def class_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`EmotionHead.class_statistics` with the members' mean clip probabilities."""
-        probabilities = torch.stack([torch.softmax(m.clip(m.weighted(x)), dim=-1) for m in self._each()])
-        return label_sums(probabilities.mean(dim=0), x, valid)
+        return label_sums(self.clip_probabilities(x), x)
 
     def relative_logits(self, x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
         return torch.stack([m.relative_logits(x, baseline) for m in self._each()]).mean(dim=0)
@@ -217,19 +220,32 @@ def balanced_baseline(
     return centroids / (share.sum(dim=-1) + shrink)[expand]
 
 
-def speaker_baseline(
-    head: EmotionHead | HeadEnsemble, x: torch.Tensor, kind: str, shrink: float, valid: torch.Tensor | None = None
+def speaker_baselines(
+    head: EmotionHead | HeadEnsemble,
+    x: torch.Tensor,
+    owner: torch.Tensor,
+    sessions: int,
+    kind: str,
+    shrink: float,
 ) -> torch.Tensor:
-    """The baseline of one speaker's ``(..., clips, states, width)`` clips, ``(..., states, width)``.
+    """The baselines of ``sessions`` speakers' sessions, ``(sessions, states, width)``, from their
+    clips listed flat: ``x`` ``(clips, states, width)``, ``owner`` ``(clips,)`` the session of each
+    (sessions of any sizes go together, none padded to the longest).
 
     ``kind`` ``labels``: :func:`balanced_baseline` of the clip path's per-label statistics;
     ``mean``: the clips' mean, shrunk towards the population by ``shrink`` pseudo-clips.
-    ``valid`` (``(..., clips)``, 0 or 1) leaves clips out.
     """
     if kind == "labels":
-        return balanced_baseline(*head.class_statistics(x, valid), shrink)
-    present = torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device) if valid is None else valid
-    return (x * present[..., None, None]).sum(dim=-3) / (present.sum(dim=-1)[..., None, None] + shrink)
+        probabilities = head.clip_probabilities(x)
+        labels = probabilities.shape[-1]
+        sums = x.new_zeros(sessions * labels, *x.shape[1:])
+        for c in range(labels):
+            sums.index_add_(0, owner * labels + c, probabilities[:, c, None, None] * x)
+        mass = probabilities.new_zeros(sessions, labels).index_add_(0, owner, probabilities)
+        return balanced_baseline(sums.view(sessions, labels, *x.shape[1:]), mass, shrink)
+    sums = x.new_zeros(sessions, *x.shape[1:]).index_add_(0, owner, x)
+    count = torch.bincount(owner, minlength=sessions).to(x.dtype)
+    return sums / (count + shrink)[:, None, None]
 
 
 @dataclass

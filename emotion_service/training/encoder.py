@@ -26,7 +26,7 @@ import torch
 
 from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS, COVERED_BY
-from ..models.encoder import EmotionHead, HeadEnsemble, speaker_baseline
+from ..models.encoder import EmotionHead, HeadEnsemble, speaker_baselines
 from ..models.whisper_encoder import WhisperEncoder
 from .common import (
     AUGMENT_VERSION,
@@ -228,6 +228,9 @@ def build_dataset(
 # Training a head
 
 
+BASELINE_SIZES = ("uniform", "log")  # how the sizes of the training baselines are drawn (HeadConfig.baseline_sizes)
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """The head's recipe. Chosen on speaker-independent inner folds of the training speakers."""
@@ -254,6 +257,9 @@ class HeadConfig:
     reads: str = "difference"
     min_baseline: int = 3
     max_baseline: int = 16
+    # How many clips a training baseline holds, from 1 to max_baseline: "uniform", or "log" (log-uniform:
+    # as many baselines of 2-4 clips as of 16-32, so that a long session does not crowd out young ones).
+    baseline_sizes: str = "uniform"
     skewed_share: float = 0.5
     dominant_share: float = 0.7
     # Heads trained alike, member k from seed + k, their logits averaged (HeadEnsemble).
@@ -312,7 +318,11 @@ def sample_baselines(
     for r, i in enumerate(rows):
         pool = by_speaker[int(data.speaker[i])]
         pool = pool[pool != i]
-        n = int(rng.integers(1, min(config.max_baseline, len(pool) + 1) + 1))
+        top = min(config.max_baseline, len(pool) + 1)
+        if config.baseline_sizes == "log":
+            n = min(top, int(np.exp(rng.uniform(0.0, np.log(top + 1)))))
+        else:
+            n = int(rng.integers(1, top + 1))
         chosen = [i]
         if n > 1:
             if rng.random() < config.skewed_share:
@@ -378,9 +388,13 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
             chosen = np.where(rng.random(n) < config.speech_share, versions - 1, chosen)
         return chosen
 
-    def standardised(index: np.ndarray) -> torch.Tensor:
-        flat = torch.from_numpy(index.ravel())
-        return table[flat, torch.from_numpy(version_of(index.size))].reshape(*index.shape, states, -1)
+    def standardised(index: np.ndarray, keep: np.ndarray | None = None) -> torch.Tensor:
+        """The clips ``index`` points at, each in a random version; ``keep`` (same shape): only those,
+        flat. A version is drawn for every entry, kept or not, so the draws do not depend on which are."""
+        flat, chosen = index.ravel(), version_of(index.size)
+        if keep is not None:
+            return table[torch.from_numpy(flat[keep.ravel()]), torch.from_numpy(chosen[keep.ravel()])]
+        return table[torch.from_numpy(flat), torch.from_numpy(chosen)].reshape(*index.shape, states, -1)
 
     head.train()
     for _ in range(config.epochs):
@@ -392,12 +406,11 @@ def train_head(data: Dataset, rows: np.ndarray, config: HeadConfig) -> tuple[Emo
             members, valid = sample_baselines(data, batch, config, rng)
             used = valid.sum(axis=1) >= config.min_baseline
             if used.any():
-                present = torch.from_numpy(valid[used]).float()
+                owner = torch.from_numpy(np.nonzero(valid[used])[0])
                 head.eval()  # the probabilities the served head would give
                 with torch.no_grad():
-                    baseline = speaker_baseline(
-                        head, standardised(members[used]), config.baseline, config.shrink, present
-                    )
+                    clips = standardised(members[used], valid[used])
+                    baseline = speaker_baselines(head, clips, owner, int(used.sum()), config.baseline, config.shrink)
                 head.train()
                 if config.relative_loss == "residual":
                     logits = head(x[used], baseline)
@@ -476,7 +489,7 @@ def session_logits(
     for group in groups:
         with torch.inference_mode():
             x = torch.from_numpy(z[group])
-            base = speaker_baseline(head, x, kind, shrink)
+            base = speaker_baselines(head, x, torch.zeros(len(x), dtype=torch.long), 1, kind, shrink)
             logits.append(head(x, base.expand_as(x), weight).numpy())
         where.append(group)
     return np.concatenate(logits), np.concatenate(where)
@@ -733,6 +746,8 @@ def fit(args: Any) -> dict[str, Any]:
         relative_loss=args.baseline_path,
         reads=args.baseline_reads,
         members=args.members,
+        max_baseline=args.max_baseline,
+        baseline_sizes=args.baseline_sizes,
     )
     fitted = fit_head(data, train_rows, config, args.inner_folds)
     head, mean, std = fitted["head"], fitted["mean"], fitted["std"]
@@ -896,7 +911,9 @@ def render_card(report: dict[str, Any]) -> str:
             else "."
         ),
         f"- Baselines in training: random subsets of 1-{cfg['max_baseline']} of the speaker's clips (the clip itself"
-        f" included), {_pct(cfg['skewed_share'])} of them skewed ({_pct(cfg['dominant_share'])} one emotion); "
+        " included"
+        + ("; their sizes log-uniform, as many of 2-4 clips as of 16-32" if cfg.get("baseline_sizes") == "log" else "")
+        + f"), {_pct(cfg['skewed_share'])} of them skewed ({_pct(cfg['dominant_share'])} one emotion); "
         + (
             "the baseline is the mean of the centroids of the emotions the clip path hears in them, each emotion"
             " weighing the same however often it was heard, so that a session that leans one way does not become"
