@@ -222,6 +222,8 @@ def test_baseline_sizes_span_one_to_the_most_and_log_keeps_young_baselines_commo
     # Log-uniform: P(size <= 16) = ln 17 / ln 65 = 0.68; uniform: 16 / 64 = 0.25.
     young = np.mean(size <= 16)
     assert young == pytest.approx(0.68 if sizes == "log" else 0.25, abs=0.04)
+    with pytest.raises(ValueError, match="baseline_sizes must be one of"):
+        training.HeadConfig(baseline_sizes="linear")
 
 
 def test_baselines_of_sessions_listed_flat_are_those_of_each_session_alone():

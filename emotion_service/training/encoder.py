@@ -266,6 +266,10 @@ class HeadConfig:
     members: int = 3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.baseline_sizes not in BASELINE_SIZES:
+            raise ValueError(f"baseline_sizes must be one of {BASELINE_SIZES}, got {self.baseline_sizes!r}")
+
 
 def standardisation(features: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per state and dimension of the clean training features."""
