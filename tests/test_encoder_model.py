@@ -20,7 +20,14 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 from emotion_service.config import ModelSpec
 from emotion_service.labels import CANONICAL_LABELS
 from emotion_service.models.base import BaselineStats
-from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadCheckpoint, HeadEnsemble, balanced_baseline
+from emotion_service.models.encoder import (
+    EmotionHead,
+    EncoderModel,
+    HeadCheckpoint,
+    HeadEnsemble,
+    balanced_baseline,
+    ramped_temperature,
+)
 from emotion_service.models.optimize import native_bf16
 from emotion_service.models.registry import BACKENDS
 from emotion_service.models.whisper_encoder import CALIBRATION_FILE, Int8Calibration, WhisperEncoder, windows
@@ -247,6 +254,36 @@ def test_a_head_with_label_baselines_keeps_per_label_sums_that_add_up(encoder_di
     # A batch of one speaker is judged against the same per-label baseline.
     session = model.process_signals(clips, same_speaker=True)
     assert session[0].probabilities == pytest.approx(judged[0].probabilities, abs=1e-5)
+
+
+def test_the_baseline_path_is_ramped_in_over_a_young_baselines_clips(encoder_dir, tmp_path):
+    checkpoint = head_checkpoint(encoder_dir, reads="difference", members=2)
+    checkpoint.baseline, checkpoint.baseline_weight = "labels", 2.0
+    clips = [voice_like(0.7, f0=150.0 + 25 * i, seed=60 + i) for i in range(5)]
+    served = {}
+    for full_at in (0, 10, 20):
+        checkpoint.baseline_full_at = full_at
+        checkpoint.to_file(tmp_path / "head.pt")
+        model = EncoderModel.load(tmp_path, encoder_dir=encoder_dir)
+        features = model.standardised(clips)
+        served[full_at] = [
+            o.probabilities[k] for o in model.score(features, model.baseline_stats(features)) for k in model.labels
+        ]
+    x = torch.from_numpy(features)
+    with torch.inference_mode():
+        full = balanced_baseline(*model.head.class_statistics(x), model.checkpoint.shrink).expand_as(x)
+        # 5 clips: weight 2, 2 * 5 / 10, 2 * 5 / 20; the temperature as far from the clip path's
+        # (1.2) towards the baseline's at the whole weight (0.9).
+        for full_at, weight, temperature in ((0, 2.0, 0.9), (10, 1.0, 1.05), (20, 0.5, 1.125)):
+            assert ramped_temperature(1.2, 0.9, full_at, 5) == pytest.approx(temperature)
+            expected = torch.softmax(model.head(x, full, weight) / temperature, dim=-1)
+            assert served[full_at] == pytest.approx(expected.flatten().tolist(), abs=1e-5)
+    assert served[0] != pytest.approx(served[20], abs=1e-3)
+    # A checkpoint written before the ramp existed loads with the whole weight from the first clip.
+    raw = torch.load(tmp_path / "head.pt", weights_only=True)
+    del raw["baseline_full_at"]
+    torch.save(raw, tmp_path / "head.pt")
+    assert HeadCheckpoint.from_file(tmp_path / "head.pt").baseline_full_at == 0
 
 
 def test_long_audio_goes_through_in_windows(head_dir, encoder_dir):

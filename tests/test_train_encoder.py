@@ -13,7 +13,14 @@ import soundfile as sf
 import torch
 
 from emotion_service import train
-from emotion_service.models.encoder import EmotionHead, EncoderModel, HeadEnsemble, balanced_baseline, speaker_baselines
+from emotion_service.models.encoder import (
+    EmotionHead,
+    EncoderModel,
+    HeadEnsemble,
+    balanced_baseline,
+    ramped_weight,
+    speaker_baselines,
+)
 from emotion_service.training import encoder as training
 
 from .test_encoder_model import encoder_dir  # noqa: F401  (fixture)
@@ -72,7 +79,12 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     assert 0.05 < report["temperatures"]["clip"] < 20 and 0.05 < report["temperatures"]["baseline"] < 20
     # The baseline weight was chosen on the inner folds, and the held-out clips were also scored speech only.
     assert report["baseline_weight"] in training.BASELINE_WEIGHTS
-    assert set(report["baseline_weights_inner"]) == {str(w) for w in training.BASELINE_WEIGHTS}
+    assert report["baseline_full_at"] in training.BASELINE_FULL_AT
+    # Every weight, whole from the first clip or from each size; on every kind of inner session.
+    rules = report["baseline_weights_inner"]
+    assert {"0", "1", "2", "1@10", "0.5@60"} <= set(rules) and "0@10" not in rules
+    assert len(rules) == 1 + (len(training.BASELINE_WEIGHTS) - 1) * len(training.BASELINE_FULL_AT)
+    assert {k.split()[0] for k in rules["1"]} == {name for name, _, _ in training.INNER_SESSIONS}
     assert report["test"]["clip_speech"][manifests[1].parent.name]["clips"] == 9
     card = (out / "MODEL_CARD.md").read_text()
     assert "Held out for the report only" in card and "tiny corpora" in card and "skewed" in card
@@ -92,6 +104,7 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     model = EncoderModel.load(out, encoder_dir=encoder_dir)
     assert model.labels == ("neutral", "calm", "sad", "angry") and model.info.version == report["model_version"]
     assert model.checkpoint.baseline_weight == report["baseline_weight"] and model.checkpoint.baseline == "labels"
+    assert model.checkpoint.baseline_full_at == report["baseline_full_at"]
     # Two heads from seeds 0 and 1 answer as one: different weights, the card says so.
     assert model.checkpoint.members == 2 and len(model.head.members) == 2
     first, second = (m.clip[1].weight for m in model.head.members)
@@ -142,18 +155,18 @@ def test_features_are_cached_per_clip_and_version(manifests, encoder_dir, tmp_pa
     )
 
 
+def calibrated_logits(rng: np.random.Generator, n: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes whose true probability follows the logits at ``scale``: NLL is lowest at T = 1 / scale."""
+    margin = rng.normal(0.0, 3.0, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-scale * margin))).astype(int)
+    return np.stack([np.zeros(n), margin], axis=1), y
+
+
 def test_a_large_corpus_does_not_set_the_confidence_of_a_small_one():
     from emotion_service.training.common import fit_temperature
 
     rng = np.random.default_rng(0)
-
-    def logits(n: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        # Two classes whose true probability follows the logits at ``scale``: NLL is lowest at T = 1 / scale.
-        margin = rng.normal(0.0, 3.0, n)
-        y = (rng.random(n) < 1 / (1 + np.exp(-scale * margin))).astype(int)
-        return np.stack([np.zeros(n), margin], axis=1), y
-
-    big, small = logits(4000, 0.4), logits(200, 1.0)
+    big, small = calibrated_logits(rng, 4000, 0.4), calibrated_logits(rng, 200, 1.0)
     z, y = np.concatenate([big[0], small[0]]), np.concatenate([big[1], small[1]])
     groups = np.repeat([0, 1], [4000, 200])
     pooled, balanced = fit_temperature(z, y), fit_temperature(z, y, groups)
@@ -161,10 +174,26 @@ def test_a_large_corpus_does_not_set_the_confidence_of_a_small_one():
     assert fit_temperature(*small) < balanced < pooled  # each corpus weighs the same
 
 
-def test_the_baseline_weight_never_lets_a_session_kind_do_worse():
-    # Two corpora; the baseline path's correction helps balanced sessions of both, but at full
-    # weight flips clips of corpus 1's skewed sessions. Half of it helps without harming anyone.
-    n = 40
+def test_a_ramped_temperature_is_fitted_at_the_whole_weight():
+    from emotion_service.training.common import fit_temperature
+
+    rng = np.random.default_rng(1)
+    # Rows at share 0 are calibrated at the clip path's temperature 1; those at share 1 need 2.5,
+    # those at share 0.5 need 1.75 (halfway); one temperature for all lies between.
+    parts = [calibrated_logits(rng, 3000, scale) for scale in (1.0, 1 / 1.75, 1 / 2.5)]
+    z, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    shares = np.repeat([0.0, 0.5, 1.0], 3000)
+    whole = fit_temperature(z, y, start=1.0, shares=shares)
+    assert whole == pytest.approx(2.5, rel=0.1)
+    assert 1.2 < fit_temperature(z, y) < whole * 0.9
+
+
+def two_corpora_in_sessions(n: int = 40) -> tuple[training.Dataset, np.ndarray, np.ndarray, np.ndarray]:
+    """Two corpora of ``2 n`` clips, half in balanced sessions and half in skewed ones, two labels.
+
+    Returns the data, each clip's kind of session, clip-path logits right by a margin of 1 except
+    on a quarter of the balanced clips (wrong by 1), and those clips' rows.
+    """
     corpus = np.repeat([0, 0, 1, 1], n)
     kinds = np.tile(np.repeat(["balanced", "skewed"], n), 2)
     y = np.tile(np.repeat([0, 1], n // 2), 4)
@@ -174,16 +203,53 @@ def test_the_baseline_weight_never_lets_a_session_kind_do_worse():
         corpora=[training.Corpus("one", [], ("a", "b")), training.Corpus("two", [], ("a", "b"))],
     )  # fmt: skip
     alone = np.zeros((4 * n, 2))
-    alone[np.arange(4 * n), y] = 1.0  # right, by a margin of 1
+    alone[np.arange(4 * n), y] = 1.0
     wrong = np.flatnonzero(kinds == "balanced")[::4]
-    alone[wrong] = alone[wrong][:, ::-1]  # a quarter of the balanced clips wrong alone
+    alone[wrong] = alone[wrong][:, ::-1]
+    return data, kinds, alone, wrong
+
+
+def test_the_baseline_weight_never_lets_a_session_kind_do_worse():
+    # Two corpora; the baseline path's correction helps balanced sessions of both, but at full
+    # weight flips clips of corpus 1's skewed sessions. Half of it helps without harming anyone.
+    data, kinds, alone, wrong = two_corpora_in_sessions()
+    n, y, corpus = 40, data.y, data.corpus
     correction = np.zeros((4 * n, 2))
     correction[wrong, y[wrong]] = 5.0  # which the baseline puts right from weight 0.25 (margin 5 w - 1)
     hurt = np.flatnonzero((kinds == "skewed") & (corpus == 1))[::5]
     correction[hurt, 1 - y[hurt]] = 2.5  # but flips a fifth of corpus two's skewed clips from 0.5 (margin 1 - 2.5 w)
-    weight, table = training.choose_baseline_weight(data, np.arange(4 * n), alone + correction, alone, kinds)
-    assert weight == 0.25  # 0 gains nothing, 0.5 and more harm corpus two's skewed sessions
-    assert table["1.0"]["skewed two"] < 0 and table["0.25"]["balanced one"] > 0
+    rule, table = training.choose_baseline_weight(data, np.arange(4 * n), alone + correction, alone, kinds)
+    assert rule == (0.25, 0)  # 0 gains nothing, 0.5 and more harm corpus two's skewed sessions
+    assert table["1"]["skewed two"] < 0 and table["0.25"]["balanced one"] > 0
+
+
+def test_a_young_baseline_gets_less_of_the_baseline_path():
+    # Balanced sessions of 60 clips, whose wrong clips the baseline puts right from weight 2/3, and
+    # skewed ones of 10, a fifth of whose clips it flips from weight 0.4: no constant weight both
+    # helps and harms no one, a weight ramped up to its whole over the first clips does.
+    data, kinds, alone, wrong = two_corpora_in_sessions()
+    n, y = 40, data.y
+    sizes = np.where(kinds == "balanced", 60, 10)
+    correction = np.zeros((4 * n, 2))
+    correction[wrong, y[wrong]] = 1.5  # margin 1.5 w - 1
+    hurt = np.flatnonzero(kinds == "skewed")[::5]
+    correction[hurt, 1 - y[hurt]] = 2.5  # margin 1 - 2.5 w
+    (weight, full_at), table = training.choose_baseline_weight(
+        data, np.arange(4 * n), alone + correction, alone, kinds, sizes
+    )
+    assert full_at > 0 and weight > 2 / 3  # the balanced sessions' clips put right ...
+    assert training.ramped_weight(weight, full_at, 10) < 0.4  # ... and no skewed clip flipped
+    assert (weight, full_at) == (0.75, 20)  # the first such rule (all score the same)
+    assert table["0.75@20"]["balanced one"] > 0 and table["0.75@20"]["skewed two"] == 0
+    assert table["1"]["skewed two"] < 0 and table["0.25"]["balanced one"] == 0
+    # Without sizes, every rule is a constant weight.
+    rule, table = training.choose_baseline_weight(data, np.arange(4 * n), alone + correction, alone, kinds)
+    assert rule == (0.0, 0) and "1@10" not in table
+
+
+def test_the_served_weight_ramps_with_the_baseline_clips():
+    assert [ramped_weight(2.0, 30, n) for n in (3, 15, 30, 60)] == [0.2, 1.0, 2.0, 2.0]
+    assert ramped_weight(1.0, 0, 3) == 1.0
 
 
 def test_sampled_baselines_include_the_clip_and_skew_to_one_emotion():

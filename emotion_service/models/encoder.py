@@ -11,9 +11,11 @@ mean of the centroids of the emotions the clip path hears in the speaker's clips
 weighing the same however often it was heard, shrunk towards the population so that a baseline of
 one or two clips says little. The baseline path was trained to classify by itself, on baselines
 drawn from random subsets of a speaker's clips, half of them sessions where one emotion dominates;
-served, its logits are added to the clip path's, scaled by ``baseline_weight`` (chosen on inner
-folds so that neither balanced sessions nor those where one emotion dominates score worse than
-their clips alone). Below ``min_baseline`` clips the clip path answers. Heads of the 1.1 design
+served, its logits are added to the clip path's, scaled by ``baseline_weight``, reached at
+``baseline_full_at`` clips and ramped up to it linearly before (:func:`ramped_weight`: a young
+baseline is noisier, most of all in a session that leans one way). Both are chosen on inner folds so
+that neither balanced sessions nor those where one emotion dominates, of 5 clips to all the
+speaker's, score worse than their clips alone. Below ``min_baseline`` clips the clip path answers. Heads of the 1.1 design
 use the plain mean, their baseline path trained as a correction to the clip path
 (``HeadCheckpoint.baseline == "mean"``); both designs load and serve. A checkpoint may hold several
 heads trained alike from successive seeds (:class:`HeadEnsemble`; a single head is an ensemble of
@@ -204,6 +206,22 @@ class HeadEnsemble(nn.Module):
 LABEL_PRIOR = 1.0  # pseudo-clips added to each label's mass in a balanced baseline
 
 
+def ramped_weight(weight: float, full_at: int, clips: int) -> float:
+    """How much of the baseline path is added for a baseline of ``clips`` clips: ``weight`` from
+    ``full_at`` clips on, ``weight * clips / full_at`` before (``full_at`` 0: ``weight`` always)."""
+    if full_at <= 0:
+        return weight
+    return weight * min(1.0, clips / full_at)
+
+
+def ramped_temperature(clip: float, whole: float, full_at: int, clips: int) -> float:
+    """The temperature of logits against a baseline of ``clips`` clips: ``whole`` (fitted at the
+    baseline path's whole weight) from ``full_at`` clips on, moving there from the clip path's
+    ``clip`` as the weight does (:func:`ramped_weight`): one temperature would leave the young
+    baselines' logits, which hold little of the path, underconfident and the old ones' overconfident."""
+    return clip + (whole - clip) * ramped_weight(1.0, full_at, clips)
+
+
 def balanced_baseline(
     sums: torch.Tensor, mass: torch.Tensor, shrink: float, prior: float = LABEL_PRIOR, feature_dims: int = 2
 ) -> torch.Tensor:
@@ -260,10 +278,11 @@ class HeadCheckpoint:
     hidden: int
     members: int = 1  # heads in the ensemble (state keys ``members.<k>.``)
     temperature_clip: float = 1.0
-    temperature_baseline: float = 1.0
+    temperature_baseline: float = 1.0  # at the baseline path's whole weight (ramped_temperature)
     shrink: float = 2.0
     min_baseline: int = 3
     baseline_weight: float = 1.0
+    baseline_full_at: int = 0  # clips from which the whole baseline_weight is added (ramped_weight; 0: always)
     baseline: str = "mean"  # "mean" of the clips, or "labels": balanced_baseline
     reads: str = "both"  # what the baseline path reads (RELATIVE_READS)
     version: str = "unknown"
@@ -480,7 +499,7 @@ class EncoderModel(EmotionModel):
                 " build them with baseline_stats()"
             )
         total = torch.from_numpy(np.asarray(stats.total, dtype=np.float32)).to(self.device)
-        weight = self.checkpoint.baseline_weight
+        weight = ramped_weight(self.checkpoint.baseline_weight, self.checkpoint.baseline_full_at, stats.clips)
         if stats.mass is None:
             mean = total / (stats.clips + self.checkpoint.shrink)
             return self.head(x, mean.expand_as(x), weight)
@@ -499,7 +518,10 @@ class EncoderModel(EmotionModel):
             if use_baseline:
                 assert baseline is not None
                 logits = self._against(x, baseline)
-                logits = logits / self.checkpoint.temperature_baseline
+                c = self.checkpoint
+                logits = logits / ramped_temperature(
+                    c.temperature_clip, c.temperature_baseline, c.baseline_full_at, baseline.clips
+                )
             else:
                 logits = self.head(x) / self.checkpoint.temperature_clip
             probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,13 +155,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTION_SERVICE_CACHE", Path.home() / ".cache" / "emotion_service"))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+def fit_temperature(
+    logits: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    start: float = 1.0,
+    shares: np.ndarray | None = None,
+) -> float:
     """The temperature that minimises the negative log-likelihood (Guo et al., 2017).
 
     With ``groups`` (a corpus per row), each group's mean NLL weighs the same: a large corpus
-    whose raters often disagreed does not set the confidence of a small, cleaner one.
+    whose raters often disagreed does not set the confidence of a small, cleaner one. With
+    ``shares`` (per row, 0-1), a row's temperature is ``start + (t - start) * share``: the fitted
+    ``t`` is the temperature at share 1 (logits that mix in a share of a path, see ``ramped_temperature``).
     """
     z = torch.from_numpy(logits).double()
+    if shares is not None:
+        share = torch.from_numpy(np.asarray(shares, dtype=np.float64))[:, None]
+        return _best_temperature(lambda t: z / (start + (t - start) * share), y, groups)
+    return _best_temperature(lambda t: z / t, y, groups)
+
+
+def _best_temperature(scaled: Callable[[float], torch.Tensor], y: np.ndarray, groups: np.ndarray | None) -> float:
+    """Of a log grid of temperatures ``t``, the one whose ``scaled(t)`` logits have the least NLL."""
     target = torch.from_numpy(y)
     weight = torch.ones(len(y), dtype=torch.float64)
     if groups is not None:
@@ -169,7 +186,9 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, groups: np.ndarray | None
         weight = torch.from_numpy(1.0 / counts[inverse])
     weight = weight / weight.sum()
     candidates = np.exp(np.linspace(np.log(0.3), np.log(5.0), 300))
-    losses = [float((nn.functional.cross_entropy(z / t, target, reduction="none") * weight).sum()) for t in candidates]
+    losses = [
+        float((nn.functional.cross_entropy(scaled(t), target, reduction="none") * weight).sum()) for t in candidates
+    ]
     return float(candidates[int(np.argmin(losses))])
 
 

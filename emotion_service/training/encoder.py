@@ -26,7 +26,7 @@ import torch
 
 from ..audio.segmentation import SegmentOptions, speech_only
 from ..labels import CANONICAL_LABELS, COVERED_BY
-from ..models.encoder import EmotionHead, HeadEnsemble, speaker_baselines
+from ..models.encoder import EmotionHead, HeadEnsemble, ramped_temperature, ramped_weight, speaker_baselines
 from ..models.whisper_encoder import WhisperEncoder
 from .common import (
     AUGMENT_VERSION,
@@ -460,7 +460,8 @@ def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 
     """Sessions of each speaker among ``rows`` (positions into ``rows``).
 
     ``balanced``: all the speaker's clips. ``skewed``: for each of the speaker's emotions,
-    ``draws`` sessions of ``size`` clips of which 70% show that emotion.
+    ``draws`` sessions of ``size`` clips of which 70% show that emotion. ``random``: as many
+    sessions of ``size`` clips drawn at random.
     """
     rng = np.random.default_rng(seed)
     out = []
@@ -470,6 +471,9 @@ def sessions(data: Dataset, rows: np.ndarray, kind: str, seed: int, size: int = 
             out.append(mine)
             continue
         for emotion in np.unique(data.y[rows][mine]):
+            if kind == "random":
+                out.extend(rng.choice(mine, min(size, len(mine)), replace=False) for _ in range(draws))
+                continue
             same, other = mine[data.y[rows][mine] == emotion], mine[data.y[rows][mine] != emotion]
             k = min(len(same), round(0.7 * size))
             for _ in range(draws):
@@ -487,16 +491,25 @@ def session_logits(
     shrink: float,
     weight: float = 1.0,
     kind: str = "mean",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of every clip of every session against its session's baseline, and the clips' positions."""
+    full_at: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits of every clip of every session against its session's baseline, the clips' positions
+    and their sessions' sizes (the baseline path scaled by :func:`ramped_weight` of ``weight``,
+    ``full_at`` and the session's size)."""
     logits, where = [], []
     for group in groups:
         with torch.inference_mode():
             x = torch.from_numpy(z[group])
             base = speaker_baselines(head, x, torch.zeros(len(x), dtype=torch.long), 1, kind, shrink)
-            logits.append(head(x, base.expand_as(x), weight).numpy())
+            logits.append(head(x, base.expand_as(x), ramped_weight(weight, full_at, len(group))).numpy())
         where.append(group)
-    return np.concatenate(logits), np.concatenate(where)
+    return np.concatenate(logits), np.concatenate(where), np.array([len(g) for g in groups for _ in g])
+
+
+def baseline_temperatures(temperatures: tuple[float, float], full_at: int, sizes: np.ndarray) -> np.ndarray:
+    """``(rows, 1)``: the temperature of each row's logits against a baseline of ``sizes`` clips
+    (:func:`ramped_temperature` of the clip and whole-weight ``temperatures``)."""
+    return np.array([ramped_temperature(*temperatures, full_at, int(n)) for n in sizes])[:, None]
 
 
 def corpus_metrics(
@@ -557,8 +570,23 @@ def speaker_folds(data: Dataset, rows: np.ndarray, folds: int, seed: int) -> lis
     return [rows[np.isin(data.speaker[rows], g)] for g in groups]
 
 
+# The sessions the baseline weight and its temperature are chosen on: (name, kind, clips). Those of
+# the held-out report (all the speaker's clips; 10 clips, 70% one emotion), and younger and older
+# ones, at random and skewed: an interview holds 5-20 answers.
+INNER_SESSIONS = (
+    ("balanced", "balanced", 0),
+    ("skewed", "skewed", 10),
+    ("random5", "random", 5),
+    ("skewed5", "skewed", 5),
+    ("random10", "random", 10),
+    ("random20", "random", 20),
+    ("skewed20", "skewed", 20),
+)
+
+
 def out_of_fold(data: Dataset, rows: np.ndarray, config: HeadConfig, folds: int) -> dict[str, Any]:
-    """Logits of every training clip from a head that never saw its speaker: per clip and in sessions."""
+    """Logits of every training clip from a head that never saw its speaker: per clip and in the
+    sessions of :data:`INNER_SESSIONS` (there with the baseline path at weight 1 and alone)."""
     clip_parts, base_parts = [], []
     for k, held in enumerate(speaker_folds(data, rows, folds, config.seed)):
         started = time.perf_counter()
@@ -566,44 +594,56 @@ def out_of_fold(data: Dataset, rows: np.ndarray, config: HeadConfig, folds: int)
         z = standardise(data, held, mean, std)
         alone = clip_logits(head, z)
         clip_parts.append((held, alone))
-        for kind in ("balanced", "skewed"):
-            logits, where = session_logits(
-                head, z, sessions(data, held, kind, config.seed + k), config.shrink, 1.0, config.baseline
-            )
-            base_parts.append((held[where], logits, alone[where], kind))
+        for j, (name, kind, size) in enumerate(INNER_SESSIONS):
+            # The first two draw their sessions as before INNER_SESSIONS grew (the same seeds).
+            groups = sessions(data, held, kind, config.seed + k + (1000 * j if j > 1 else 0), size=size or 10)
+            logits, where, sizes = session_logits(head, z, groups, config.shrink, 1.0, config.baseline)
+            base_parts.append((held[where], logits, alone[where], name, sizes))
         logger.info("inner fold %d/%d in %.0f s", k + 1, folds, time.perf_counter() - started)
     clip_rows = np.concatenate([r for r, _ in clip_parts])
     clip_all = np.concatenate([lg for _, lg in clip_parts])
-    base_rows = np.concatenate([r for r, *_ in base_parts])
-    base_all = np.concatenate([lg for _, lg, _, _ in base_parts])
-    alone_all = np.concatenate([lg for _, _, lg, _ in base_parts])
-    kinds = np.concatenate([[kind] * len(r) for r, *_, kind in base_parts])
-    return {"clip": (clip_rows, clip_all), "baseline": (base_rows, base_all, alone_all), "kinds": kinds}
+    base_rows = np.concatenate([p[0] for p in base_parts])
+    base_all = np.concatenate([p[1] for p in base_parts])
+    alone_all = np.concatenate([p[2] for p in base_parts])
+    kinds = np.concatenate([[p[3]] * len(p[0]) for p in base_parts])
+    sizes = np.concatenate([p[4] for p in base_parts])
+    return {"clip": (clip_rows, clip_all), "baseline": (base_rows, base_all, alone_all), "kinds": kinds, "sizes": sizes}
 
 
-BASELINE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+BASELINE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+# Clips from which the whole weight is added (ramped_weight; 0: from the first).
+BASELINE_FULL_AT = (0, 10, 20, 30, 40, 60)
 # How far below the clips alone a corpus's sessions may score and the weight still qualify: half a
 # point, under the noise of a UA over a few thousand out-of-fold clips (its standard error is ~1 point).
 BASELINE_TOLERANCE = 0.005
 
 
 def choose_baseline_weight(
-    data: Dataset, rows: np.ndarray, with_baseline: np.ndarray, alone: np.ndarray, kinds: np.ndarray
-) -> tuple[float, dict[str, Any]]:
+    data: Dataset,
+    rows: np.ndarray,
+    with_baseline: np.ndarray,
+    alone: np.ndarray,
+    kinds: np.ndarray,
+    sizes: np.ndarray | None = None,
+) -> tuple[tuple[float, int], dict[str, Any]]:
     """How much of the baseline path's correction to add, from out-of-fold session logits.
 
-    For each weight, the clips of the balanced and the skewed sessions are scored with the
-    correction scaled by it, and compared with the same clips alone. A weight qualifies when no
-    corpus does worse than the clips alone in either kind of session (by more than
-    :data:`BASELINE_TOLERANCE`); of those, the one with the best mean UA over the corpora's
-    balanced and skewed sessions wins (0, the clip path, always qualifies).
+    For each weight of :data:`BASELINE_WEIGHTS` and each size of :data:`BASELINE_FULL_AT` from which
+    it is whole (:func:`ramped_weight` of the session's ``sizes``; without ``sizes``, whole always),
+    the clips of every kind of session are scored with the correction so scaled, and compared with
+    the same clips alone. A rule qualifies when no corpus does worse than the clips alone in any
+    kind of session (by more than :data:`BASELINE_TOLERANCE`); of those, the one with the best mean
+    UA over the corpora and kinds of session wins (weight 0, the clip path, always qualifies).
+    Returns ``(weight, full_at)`` and the table of each rule's gain per kind and corpus.
     """
     table: dict[str, Any] = {}
-    best, best_score = 0.0, -1.0
-    for weight in BASELINE_WEIGHTS:
-        logits = alone + weight * (with_baseline - alone)
+    best, best_score = (0.0, 0), -1.0
+    rules = [(w, f) for w in BASELINE_WEIGHTS for f in (BASELINE_FULL_AT if sizes is not None else (0,)) if w or not f]
+    for weight, full_at in rules:
+        scale = np.ones(len(rows)) if sizes is None else np.array([ramped_weight(1.0, full_at, n) for n in sizes])
+        logits = alone + weight * scale[:, None] * (with_baseline - alone)
         row, fine, score = {}, True, []
-        for kind in ("balanced", "skewed"):
+        for kind in dict.fromkeys(kinds):
             here = kinds == kind
             # UA does not depend on the temperature: 1 here.
             mixed = corpus_metrics(logits[here], data, rows[here], 1.0)
@@ -612,9 +652,9 @@ def choose_baseline_weight(
                 row[f"{kind} {corpus}"] = round(m["ua"] - plain[corpus]["ua"], 4)
                 fine &= m["ua"] >= plain[corpus]["ua"] - BASELINE_TOLERANCE
                 score.append(m["ua"])
-        table[str(weight)] = row
+        table[f"{weight:g}" + (f"@{full_at}" if full_at else "")] = row
         if fine and float(np.mean(score)) > best_score:
-            best, best_score = weight, float(np.mean(score))
+            best, best_score = (weight, full_at), float(np.mean(score))
     return best, table
 
 
@@ -627,6 +667,7 @@ def report_modes(
     config: HeadConfig,
     temperatures: tuple[float, float],
     weight: float = 1.0,
+    full_at: int = 0,
 ) -> dict[str, Any]:
     """Per-corpus metrics of ``rows`` per clip, and in balanced and skewed sessions with the baseline.
 
@@ -635,18 +676,26 @@ def report_modes(
     z = standardise(data, rows, mean, std)
     out: dict[str, Any] = {"clip": corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])}
     for kind in ("balanced", "skewed"):
-        logits, where = session_logits(
-            head, z, sessions(data, rows, kind, config.seed + 101), config.shrink, weight, config.baseline
+        logits, where, sizes = session_logits(
+            head, z, sessions(data, rows, kind, config.seed + 101), config.shrink, weight, config.baseline, full_at
         )
-        out[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
+        logits = logits / baseline_temperatures(temperatures, full_at, sizes)
+        out[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], 1.0)
         out[f"clip_{kind}"] = corpus_metrics(clip_logits(head, z[where]), data, rows[where], temperatures[0])
     if data.speech:  # the same clips with their silences cut, as MODEL_INPUT=speech serves them
         z = standardise(data, rows, mean, std, version=data.features.shape[1] - 1)
         out["clip_speech"] = corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])
-        logits, where = session_logits(
-            head, z, sessions(data, rows, "balanced", config.seed + 101), config.shrink, weight, config.baseline
+        logits, where, sizes = session_logits(
+            head,
+            z,
+            sessions(data, rows, "balanced", config.seed + 101),
+            config.shrink,
+            weight,
+            config.baseline,
+            full_at,
         )
-        out["baseline_balanced_speech"] = corpus_metrics(logits, data, rows[where], temperatures[1])
+        logits = logits / baseline_temperatures(temperatures, full_at, sizes)
+        out["baseline_balanced_speech"] = corpus_metrics(logits, data, rows[where], 1.0)
     return out
 
 
@@ -657,17 +706,27 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
     oof = out_of_fold(data, train_rows, config, inner_folds)
     clip_rows, clip_all = oof["clip"]
     base_rows, base_full, alone = oof["baseline"]
-    weight, weights = choose_baseline_weight(data, base_rows, base_full, alone, oof["kinds"])
-    base_all = alone + weight * (base_full - alone)
-    # Each corpus's NLL weighs the same in the temperatures (see fit_temperature).
+    kinds = oof["kinds"]
+    (weight, full_at), weights = choose_baseline_weight(data, base_rows, base_full, alone, kinds, oof["sizes"])
+    shares = np.array([ramped_weight(1.0, full_at, n) for n in oof["sizes"]])
+    base_all = alone + weight * shares[:, None] * (base_full - alone)
+    # Each corpus's NLL weighs the same in the temperatures (see fit_temperature); the baseline's
+    # over every kind of session, young and old, as served, moving from the clip path's as the
+    # weight grows (ramped_temperature).
     t_clip = fit_temperature(restricted_logits(clip_all, data, clip_rows), data.y[clip_rows], data.corpus[clip_rows])
-    t_base = fit_temperature(restricted_logits(base_all, data, base_rows), data.y[base_rows], data.corpus[base_rows])
+    t_base = fit_temperature(
+        restricted_logits(base_all, data, base_rows),
+        data.y[base_rows],
+        data.corpus[base_rows],
+        start=t_clip,
+        shares=shares,
+    )
+    base_all = base_all / baseline_temperatures((t_clip, t_base), full_at, oof["sizes"])
+    reported = np.isin(kinds, ("balanced", "skewed"))  # the kinds of the held-out report
     inner = {
         "clip": corpus_metrics(clip_all, data, clip_rows, t_clip),
-        "baseline": corpus_metrics(base_all, data, base_rows, t_base),
-        "baseline_skewed": corpus_metrics(
-            base_all[oof["kinds"] == "skewed"], data, base_rows[oof["kinds"] == "skewed"], t_base
-        ),
+        "baseline": corpus_metrics(base_all[reported], data, base_rows[reported], 1.0),
+        "baseline_skewed": corpus_metrics(base_all[kinds == "skewed"], data, base_rows[kinds == "skewed"], 1.0),
     }
     started = time.perf_counter()
     head, mean, std = train_ensemble(data, train_rows, config)
@@ -677,6 +736,7 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
         "std": std,
         "temperatures": (t_clip, t_base),
         "baseline_weight": weight,
+        "baseline_full_at": full_at,
         "baseline_weights": weights,
         "inner": inner,
         "train_seconds": time.perf_counter() - started,
@@ -771,6 +831,7 @@ def fit(args: Any) -> dict[str, Any]:
         shrink=config.shrink,
         min_baseline=config.min_baseline,
         baseline_weight=fitted["baseline_weight"],
+        baseline_full_at=fitted["baseline_full_at"],
         baseline=config.baseline,
         reads=config.reads,
         version="",
@@ -798,6 +859,7 @@ def fit(args: Any) -> dict[str, Any]:
         "inner_folds": args.inner_folds,
         "temperatures": {"clip": t_clip, "baseline": t_base},
         "baseline_weight": fitted["baseline_weight"],
+        "baseline_full_at": fitted["baseline_full_at"],
         "baseline_weights_inner": fitted["baseline_weights"],
         "inner_validation": fitted["inner"],
         "layer_weights": head.layer_weights().tolist(),
@@ -810,7 +872,15 @@ def fit(args: Any) -> dict[str, Any]:
     }
     if len(test_rows):
         report["test"] = report_modes(
-            data, head, test_rows, mean, std, config, (t_clip, t_base), fitted["baseline_weight"]
+            data,
+            head,
+            test_rows,
+            mean,
+            std,
+            config,
+            (t_clip, t_base),
+            fitted["baseline_weight"],
+            fitted["baseline_full_at"],
         )
         report["test_linear_probe_ua"] = linear_probe(data, train_rows, test_rows, args.seed)
     report["training_seconds"] = time.perf_counter() - started
@@ -940,9 +1010,17 @@ def render_card(report: dict[str, Any]) -> str:
             if cfg.get("relative_loss", "residual") in ("alone", "combined")
             else "- The baseline path is trained as a correction to the clip path, added"
         )
-        + f" scaled by the baseline weight {report.get('baseline_weight', 1.0):g}: the weight (of 0, 0.25, 0.5, 0.75,"
-        " 1) with the best inner-fold UA among those under which no corpus scores more than half a point worse with"
-        " the baseline than alone, in balanced or skewed sessions.",
+        + f" scaled by the baseline weight {report.get('baseline_weight', 1.0):g}"
+        + (
+            f", whole from {report['baseline_full_at']} clips and ramped up to it linearly before: the rule (weights"
+            f" {', '.join(f'{w:g}' for w in BASELINE_WEIGHTS)}; whole from the first clip or from"
+            f" {', '.join(map(str, BASELINE_FULL_AT[1:]))}) with the best inner-fold UA over sessions of all the"
+            " speaker's clips and of 5, 10 and 20 clips, at random and 70% one emotion, among those under which no"
+            " corpus scores more than half a point worse with the baseline than alone in any of them."
+            if "baseline_full_at" in report
+            else ": the weight (of 0, 0.25, 0.5, 0.75, 1) with the best inner-fold UA among those under which no corpus"
+            " scores more than half a point worse with the baseline than alone, in balanced or skewed sessions."
+        ),
         f"- Calibration: one temperature per path, fitted (NLL, each corpus weighing the same) on"
         f" {report['inner_folds']} speaker-independent inner folds of the training speakers: clip"
         f" {report['temperatures']['clip']:.3f}, baseline {report['temperatures']['baseline']:.3f}.",
@@ -1059,13 +1137,15 @@ def evaluate(args: Any) -> dict[str, Any]:
     }
     result["clip"] = corpus_metrics(clip_logits(head, z), data, rows, temperatures[0])
     for kind in ("balanced", "skewed"):
-        logits, where = session_logits(
+        logits, where, sizes = session_logits(
             head,
             z,
             sessions(data, rows, kind, args.seed + 101),
             checkpoint.shrink,
             checkpoint.baseline_weight,
             checkpoint.baseline,
+            checkpoint.baseline_full_at,
         )
-        result[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], temperatures[1])
+        logits = logits / baseline_temperatures(temperatures, checkpoint.baseline_full_at, sizes)
+        result[f"baseline_{kind}"] = corpus_metrics(logits, data, rows[where], 1.0)
     return result
