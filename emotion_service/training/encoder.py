@@ -639,18 +639,20 @@ def choose_baseline_weight(
     table: dict[str, Any] = {}
     best, best_score = (0.0, 0), -1.0
     rules = [(w, f) for w in BASELINE_WEIGHTS for f in (BASELINE_FULL_AT if sizes is not None else (0,)) if w or not f]
+    # UA does not depend on the temperature: 1 here. The clips alone score the same under every rule.
+    plain = {
+        kind: corpus_metrics(alone[kinds == kind], data, rows[kinds == kind], 1.0) for kind in dict.fromkeys(kinds)
+    }
     for weight, full_at in rules:
         scale = np.ones(len(rows)) if sizes is None else np.array([ramped_weight(1.0, full_at, n) for n in sizes])
         logits = alone + weight * scale[:, None] * (with_baseline - alone)
         row, fine, score = {}, True, []
-        for kind in dict.fromkeys(kinds):
+        for kind, alone_ua in plain.items():
             here = kinds == kind
-            # UA does not depend on the temperature: 1 here.
             mixed = corpus_metrics(logits[here], data, rows[here], 1.0)
-            plain = corpus_metrics(alone[here], data, rows[here], 1.0)
             for corpus, m in mixed.items():
-                row[f"{kind} {corpus}"] = round(m["ua"] - plain[corpus]["ua"], 4)
-                fine &= m["ua"] >= plain[corpus]["ua"] - BASELINE_TOLERANCE
+                row[f"{kind} {corpus}"] = round(m["ua"] - alone_ua[corpus]["ua"], 4)
+                fine &= m["ua"] >= alone_ua[corpus]["ua"] - BASELINE_TOLERANCE
                 score.append(m["ua"])
         table[f"{weight:g}" + (f"@{full_at}" if full_at else "")] = row
         if fine and float(np.mean(score)) > best_score:
@@ -1023,7 +1025,12 @@ def render_card(report: dict[str, Any]) -> str:
         ),
         f"- Calibration: one temperature per path, fitted (NLL, each corpus weighing the same) on"
         f" {report['inner_folds']} speaker-independent inner folds of the training speakers: clip"
-        f" {report['temperatures']['clip']:.3f}, baseline {report['temperatures']['baseline']:.3f}.",
+        f" {report['temperatures']['clip']:.3f}, baseline {report['temperatures']['baseline']:.3f}"
+        + (
+            " (at the whole weight; a younger baseline's moves there from the clip path's as its weight grows)."
+            if report.get("baseline_full_at")
+            else "."
+        ),
         f"- Training time: {report['training_seconds'] / 60:.1f} min on {report['machine']} (encoder features cached;"
         " the first run also encodes every clip).",
         "",
