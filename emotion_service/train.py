@@ -697,6 +697,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sizes of the baselines drawn in training, from 1 to --max-baseline: uniform, or log-uniform (log)"
         " (--kind encoder)",
     )
+    fit_p.add_argument(
+        "--reuse-head",
+        default="",
+        metavar="DIR",
+        help="keep the network of the head in DIR, trained by this same command (its metrics.json says so),"
+        " and choose only its baseline rule and temperatures afresh on the inner folds (--kind encoder)",
+    )
     ev = commands.add_parser("evaluate", help="score a saved model; the last line printed is JSON")
     ev.add_argument("--model", required=True, help="model.pt or its folder, or an encoder head's folder (head.pt)")
     ev.add_argument("--manifest", required=True, action="append", help="one or more (encoder heads) manifests")

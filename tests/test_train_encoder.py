@@ -16,6 +16,7 @@ from emotion_service import train
 from emotion_service.models.encoder import (
     EmotionHead,
     EncoderModel,
+    HeadCheckpoint,
     HeadEnsemble,
     balanced_baseline,
     ramped_weight,
@@ -117,6 +118,47 @@ def test_fit_writes_a_calibrated_head_and_its_card(manifests, encoder_dir, tmp_p
     assert again["clip"][manifests[1].parent.name]["ua"] == pytest.approx(beta["ua"], abs=0.15)
     balanced = report["test"]["baseline_balanced"][manifests[1].parent.name]["ua"]
     assert again["baseline_balanced"][manifests[1].parent.name]["ua"] == pytest.approx(balanced, abs=0.15)
+
+
+def test_a_reused_head_keeps_its_network_and_chooses_its_baseline_rule_afresh(
+    manifests,
+    encoder_dir,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("EMOTION_SERVICE_CACHE", str(tmp_path / "cache"))
+    recipe = ["--kind", "encoder", "--encoder", str(encoder_dir), "--depth", "2", "--hidden", "16", "--epochs", "2",
+              "--augment", "1", "--inner-folds", "2", "--workers", "1", "--test-speakers", "alpha_4,beta_4",
+              "--members", "2"]  # fmt: skip
+    for manifest in manifests:
+        recipe += ["--manifest", str(manifest)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train.main(["fit", *recipe, "--out", str(first), "--version", "tiny-1.0"]) == 0
+    # Marked, so that a network trained afresh by the same recipe (the same numbers) could not pass for it.
+    old = HeadCheckpoint.from_file(first / "head.pt")
+    key = next(k for k, v in old.state.items() if v.is_floating_point())
+    old.state[key] = old.state[key] + 0.5
+    old.to_file(first / "head.pt")
+    old = EncoderModel.load(first, encoder_dir=encoder_dir).checkpoint
+    # Another seed trains other inner folds and would train another network: the reused one stays.
+    argv = ["fit", *recipe, "--out", str(second), "--version", "tiny-1.1", "--reuse-head", str(first)]
+    with pytest.raises(SystemExit, match="another recipe.*'seed': \\(0, 1\\)"):
+        train.main([*argv, "--seed", "1"])
+    assert not (second / "head.pt").exists()
+    assert train.main(argv) == 0
+    new = EncoderModel.load(second, encoder_dir=encoder_dir).checkpoint
+    assert new.state.keys() == old.state.keys()
+    assert all(torch.equal(new.state[k], old.state[k]) for k in old.state)
+    assert np.array_equal(new.mean, old.mean) and np.array_equal(new.std, old.std)
+    report = json.loads((second / "metrics.json").read_text())
+    assert report["network_from"] == old.version and new.version.startswith("tiny-1.1+")
+    assert report["baseline_full_at"] in training.BASELINE_FULL_AT and report["baseline_weights_inner"]
+    assert report["temperatures"] == {"clip": new.temperature_clip, "baseline": new.temperature_baseline}
+    assert f"The network is that of `{old.version}`" in (second / "MODEL_CARD.md").read_text()
+    assert "The network is that of" not in (first / "MODEL_CARD.md").read_text()
+    # A folder without a head is named as such.
+    with pytest.raises(SystemExit, match="name a head's folder"):
+        train.main(["fit", *recipe, "--out", str(tmp_path / "third"), "--reuse-head", str(tmp_path)])
 
 
 def test_fit_refuses_no_heads_before_encoding(manifests, encoder_dir, tmp_path, monkeypatch):  # noqa: F811

@@ -701,8 +701,19 @@ def report_modes(
     return out
 
 
-def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_folds: int) -> dict[str, Any]:
-    """Inner folds (temperatures, cross-validated figures), then the head on every training speaker."""
+def fit_head(
+    data: Dataset,
+    train_rows: np.ndarray,
+    config: HeadConfig,
+    inner_folds: int,
+    network: tuple[HeadEnsemble, np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Inner folds (temperatures, cross-validated figures), then the head on every training speaker.
+
+    With ``network`` (a head, mean and std that this recipe trained on ``train_rows`` before:
+    :func:`reused_network`), that head is kept and only its baseline rule and temperatures are
+    chosen, on the inner folds as ever.
+    """
     from .common import fit_temperature
 
     oof = out_of_fold(data, train_rows, config, inner_folds)
@@ -731,7 +742,7 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
         "baseline_skewed": corpus_metrics(base_all[kinds == "skewed"], data, base_rows[kinds == "skewed"], 1.0),
     }
     started = time.perf_counter()
-    head, mean, std = train_ensemble(data, train_rows, config)
+    head, mean, std = network if network is not None else train_ensemble(data, train_rows, config)
     return {
         "head": head,
         "mean": mean,
@@ -743,6 +754,66 @@ def fit_head(data: Dataset, train_rows: np.ndarray, config: HeadConfig, inner_fo
         "inner": inner,
         "train_seconds": time.perf_counter() - started,
     }
+
+
+def reused_network(
+    directory: Path, config: HeadConfig, labels: tuple[str, ...], train_speakers: list[str], augment_copies: int
+) -> tuple[HeadEnsemble, np.ndarray, np.ndarray, str]:
+    """The network, mean and std of the head in ``directory``, and its version, if this recipe trained it.
+
+    Its ``metrics.json`` must record the same recipe (``config``, augmented copies), labels and
+    training speakers: then this command's inner folds train as it was trained, and a baseline rule
+    chosen on them fits it.
+
+    Raises:
+        SystemExit: The folder holds no head, or one trained otherwise (the message says what differs).
+    """
+    import json
+
+    from ..models.encoder import HEAD_FILE, HeadCheckpoint
+
+    file, metrics_file = directory / HEAD_FILE, directory / "metrics.json"
+    if not file.is_file() or not metrics_file.is_file():
+        raise SystemExit(f"--reuse-head {directory}: no {HEAD_FILE} and metrics.json there; name a head's folder")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    # A field added to the recipe since that head was trained has its default, the old behaviour.
+    recorded = {
+        "config": {**dataclasses.asdict(HeadConfig()), **metrics.get("config", {})},
+        "labels": metrics.get("labels"),
+        "train_speakers": metrics.get("train_speakers"),
+        "augmented copies": metrics.get("augment_copies"),
+    }
+    wanted = {
+        "config": dataclasses.asdict(config),
+        "labels": list(labels),
+        "train_speakers": train_speakers,
+        "augmented copies": augment_copies,
+    }
+    differ = [k for k in wanted if recorded[k] != wanted[k]]
+    if differ:
+        if "config" in differ:
+            changed = {
+                k: (recorded["config"].get(k), v) for k, v in wanted["config"].items() if recorded["config"].get(k) != v
+            }
+            raise SystemExit(
+                f"--reuse-head {directory}: that head was trained with another recipe ({changed}, as (its, this"
+                " command's)); run its own command (metrics.json 'command') with --reuse-head, or train afresh"
+            )
+        raise SystemExit(
+            f"--reuse-head {directory}: that head was trained on other {' and '.join(differ).replace('_', ' ')}; run its own"
+            " command (metrics.json 'command') with --reuse-head, or train afresh"
+        )
+    checkpoint = HeadCheckpoint.from_file(file)
+    head = HeadEnsemble(
+        [
+            EmotionHead(
+                config.depth + 1, checkpoint.mean.shape[-1], len(labels), config.hidden, config.dropout, config.reads
+            )
+            for _ in range(config.members)
+        ]
+    )
+    head.load_state_dict(checkpoint.state)
+    return head.eval(), checkpoint.mean, checkpoint.std, checkpoint.version
 
 
 def _versions_for(data_clips: Sequence[Clip], test: set[str], augment_copies: int, speech: bool) -> list[list[int]]:
@@ -795,13 +866,6 @@ def fit(args: Any) -> dict[str, Any]:
     from .common import select_speakers
 
     test = select_speakers(clips, args.test_speakers) if args.test_speakers else set()
-    speech = args.speech_share > 0
-    features = extract(
-        clips, _versions_for(clips, test, args.augment, speech), encoder_dir, seed=args.seed, workers=args.workers
-    )
-    data = build_dataset(corpora, _pad_versions(features, speech), labels, speech)
-    train_rows = np.array([i for i, c in enumerate(clips) if c.speaker not in test])
-    test_rows = np.array([i for i, c in enumerate(clips) if c.speaker in test])
     config = HeadConfig(
         depth=args.depth,
         epochs=args.epochs,
@@ -815,7 +879,22 @@ def fit(args: Any) -> dict[str, Any]:
         max_baseline=args.max_baseline,
         baseline_sizes=args.baseline_sizes,
     )
-    fitted = fit_head(data, train_rows, config, args.inner_folds)
+    network: tuple[HeadEnsemble, np.ndarray, np.ndarray] | None = None
+    reused = ""
+    if getattr(args, "reuse_head", ""):
+        train_speakers = sorted({c.speaker for c in clips} - test)
+        kept, kept_mean, kept_std, reused = reused_network(
+            Path(args.reuse_head), config, labels, train_speakers, args.augment
+        )
+        network = (kept, kept_mean, kept_std)
+    speech = args.speech_share > 0
+    features = extract(
+        clips, _versions_for(clips, test, args.augment, speech), encoder_dir, seed=args.seed, workers=args.workers
+    )
+    data = build_dataset(corpora, _pad_versions(features, speech), labels, speech)
+    train_rows = np.array([i for i, c in enumerate(clips) if c.speaker not in test])
+    test_rows = np.array([i for i, c in enumerate(clips) if c.speaker in test])
+    fitted = fit_head(data, train_rows, config, args.inner_folds, network)
     head, mean, std = fitted["head"], fitted["mean"], fitted["std"]
     t_clip, t_base = fitted["temperatures"]
     out = Path(args.out)
@@ -863,6 +942,7 @@ def fit(args: Any) -> dict[str, Any]:
         "baseline_weight": fitted["baseline_weight"],
         "baseline_full_at": fitted["baseline_full_at"],
         "baseline_weights_inner": fitted["baseline_weights"],
+        "network_from": reused,
         "inner_validation": fitted["inner"],
         "layer_weights": head.layer_weights().tolist(),
         "licence": args.licence,
@@ -1032,7 +1112,13 @@ def render_card(report: dict[str, Any]) -> str:
             else "."
         ),
         f"- Training time: {report['training_seconds'] / 60:.1f} min on {report['machine']} (encoder features cached;"
-        " the first run also encodes every clip).",
+        " the first run also encodes every clip)"
+        + (
+            f". The network is that of `{report['network_from']}`, trained by the same command: this run trained"
+            " only the inner folds, on which it chose the baseline rule and the temperatures."
+            if report.get("network_from")
+            else "."
+        ),
         "",
         "## Inner cross-validation (training speakers, out of fold)",
         "",
