@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A few points under the subset's figures at the time the heads were trained (the model cards
 # report all held-out clips); harmless numeric drift passes, a broken encoder, feature or label
 # mapping fails.
+# Commercial 1.4.1 (1.4's network, a new baseline rule) in fp32 on an AVX2-only CPU: 0.755 / 0.776 / 0.737 / 0.755.
 FLOORS = {  # subset figures when the heads were trained (bf16; default 1.5, commercial 1.4): per clip / with baseline / speech only / top of every output
     ("default", "ravdess", "clip"): 0.79,  # 0.826
     ("default", "ravdess", "baseline"): 0.80,  # 0.834
@@ -93,8 +94,11 @@ def test_the_presets_say_what_they_are(preset):
         assert info.commercial_use and "CREMA-D, Cao et al. 2014, ODbL" in info.extra["attribution"]
     # A label-balanced baseline, a baseline path that reads only the difference from it, three heads
     # answering as one (default 1.5: trained on baselines of 1-64 clips, sizes log-uniform).
-    version = {"default": "1.5", "commercial": "1.4"}[name]
+    # Commercial 1.4.1: 1.4's network, its baseline path ramped in to weight 2 over the first 40 clips.
+    version = {"default": "1.5", "commercial": "1.4.1"}[name]
     assert info.version.startswith(f"whisper-base-head-{name}-{version}+")
+    rule = {"default": (1.0, 0), "commercial": (2.0, 40)}[name]
+    assert (model.checkpoint.baseline_weight, model.checkpoint.baseline_full_at) == rule
     assert model.checkpoint.baseline == "labels" and model.checkpoint.reads == "difference"
     assert model.checkpoint.members == 3
     # QUANTIZE=auto: models.toml asks for bf16, which only a CPU that multiplies it natively gets.

@@ -64,7 +64,13 @@ def test_full_range_int8_uses_the_eighth_bit():
         error8 = (eight(x) - reference).norm() / reference.norm()
     assert all(type(m) is FullRangeDynamicLinear for m in eight.modules() if isinstance(m, DynamicLinear))
     assert not any(type(m) is FullRangeDynamicLinear for m in seven.modules())
-    assert error8 < 0.8 * error7  # one more bit: about half the rounding error
+    print(f"relative error, 7-bit activations {error7:.4f}, 8-bit {error8:.4f}, VNNI {native_vnni()}")
+    if native_vnni():
+        assert error8 < 0.8 * error7  # one more bit: about half the rounding error
+    else:
+        # Without VNNI fbgemm sums pairs of u8 x s8 products in 16 bits, which 8-bit activations
+        # overflow: why quantize_int8 gets full_range only where native_vnni() (an AVX2-only EPYC: 0.087 vs 0.028).
+        assert error8 > error7
 
 
 def test_native_vnni_reads_the_cpu_flags(tmp_path):
@@ -184,8 +190,10 @@ def test_smoothing_leaves_a_float_whisper_encoder_unchanged():
         encoder.smooth(calibration)
         smoothed = encoder(mel, lengths)
     assert all(type(layer.fc2) is SmoothedLinear for layer in encoder.layers)
+    # The same arithmetic up to fp32 rounding: sums in another order differ by a few 1e-5 of the
+    # peak (2.4e-5 on an AVX2-only CPU); a wrong scale moves them by its whole size.
     for a, b in zip(smoothed, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4 * float(b.abs().max()))
 
 
 def test_smoothed_int8_is_closer_to_fp32_than_plain_int8(tmp_path):
