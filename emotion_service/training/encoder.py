@@ -506,6 +506,12 @@ def session_logits(
     return np.concatenate(logits), np.concatenate(where), np.array([len(g) for g in groups for _ in g])
 
 
+def ramped_shares(full_at: int, sizes: np.ndarray) -> np.ndarray:
+    """Per row, the share of the baseline path's whole weight added against a baseline of ``sizes``
+    clips (:func:`ramped_weight` of weight 1)."""
+    return np.array([ramped_weight(1.0, full_at, int(n)) for n in sizes])
+
+
 def baseline_temperatures(temperatures: tuple[float, float], full_at: int, sizes: np.ndarray) -> np.ndarray:
     """``(rows, 1)``: the temperature of each row's logits against a baseline of ``sizes`` clips
     (:func:`ramped_temperature` of the clip and whole-weight ``temperatures``)."""
@@ -643,9 +649,10 @@ def choose_baseline_weight(
     plain = {
         kind: corpus_metrics(alone[kinds == kind], data, rows[kinds == kind], 1.0) for kind in dict.fromkeys(kinds)
     }
+    # Each whole-from size's shares once, not once per weight.
+    shares = {f: np.ones(len(rows)) if sizes is None else ramped_shares(f, sizes) for _, f in rules}
     for weight, full_at in rules:
-        scale = np.ones(len(rows)) if sizes is None else np.array([ramped_weight(1.0, full_at, n) for n in sizes])
-        logits = alone + weight * scale[:, None] * (with_baseline - alone)
+        logits = alone + weight * shares[full_at][:, None] * (with_baseline - alone)
         row, fine, score = {}, True, []
         for kind, alone_ua in plain.items():
             here = kinds == kind
@@ -721,7 +728,7 @@ def fit_head(
     base_rows, base_full, alone = oof["baseline"]
     kinds = oof["kinds"]
     (weight, full_at), weights = choose_baseline_weight(data, base_rows, base_full, alone, kinds, oof["sizes"])
-    shares = np.array([ramped_weight(1.0, full_at, n) for n in oof["sizes"]])
+    shares = ramped_shares(full_at, oof["sizes"])
     base_all = alone + weight * shares[:, None] * (base_full - alone)
     # Each corpus's NLL weighs the same in the temperatures (see fit_temperature); the baseline's
     # over every kind of session, young and old, as served, moving from the clip path's as the
@@ -780,13 +787,13 @@ def reused_network(
     recorded = {
         "config": {**dataclasses.asdict(HeadConfig()), **metrics.get("config", {})},
         "labels": metrics.get("labels"),
-        "train_speakers": metrics.get("train_speakers"),
+        "training speakers": metrics.get("train_speakers"),
         "augmented copies": metrics.get("augment_copies"),
     }
     wanted = {
         "config": dataclasses.asdict(config),
         "labels": list(labels),
-        "train_speakers": train_speakers,
+        "training speakers": train_speakers,
         "augmented copies": augment_copies,
     }
     differ = [k for k in wanted if recorded[k] != wanted[k]]
@@ -800,7 +807,7 @@ def reused_network(
                 " command's)); run its own command (metrics.json 'command') with --reuse-head, or train afresh"
             )
         raise SystemExit(
-            f"--reuse-head {directory}: that head was trained on other {' and '.join(differ).replace('_', ' ')}; run its own"
+            f"--reuse-head {directory}: that head was trained on other {' and '.join(differ)}; run its own"
             " command (metrics.json 'command') with --reuse-head, or train afresh"
         )
     checkpoint = HeadCheckpoint.from_file(file)
@@ -881,7 +888,7 @@ def fit(args: Any) -> dict[str, Any]:
     )
     network: tuple[HeadEnsemble, np.ndarray, np.ndarray] | None = None
     reused = ""
-    if getattr(args, "reuse_head", ""):
+    if args.reuse_head:
         train_speakers = sorted({c.speaker for c in clips} - test)
         kept, kept_mean, kept_std, reused = reused_network(
             Path(args.reuse_head), config, labels, train_speakers, args.augment
